@@ -1,0 +1,49 @@
+"""The ``nerx`` command line: one thin module per command over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from nerx import __version__
+
+app = typer.Typer(
+    name="nerx",
+    help=(
+        "Span-based named-entity recognition and relation extraction.\n\n"
+        "Read JSONL, CoNLL, spaCy DocBin and BRAT; train span models; extract entities and "
+        "relations; evaluate against gold."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nerx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Span-based NER and relation extraction."""
+
+
+def _register() -> None:
+    from nerx.cli import convert, evaluate
+
+    for module in (convert, evaluate):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,93 @@
+"""``nerx convert IN OUT``: stream any supported format into any other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from nerx.cli.common import err_console, handles_errors
+
+HELP = """Convert between JSONL, CoNLL, spaCy DocBin and BRAT, streaming.
+
+The format comes from the suffix (.jsonl/.json, .conll/.iob/.bio, .spacy, a directory for
+BRAT), then from the content; [bold]--from[/] / [bold]--to[/] override. Use [bold]-[/] for
+stdin/stdout. The summary (on stderr) says what was read, written and what the target could
+not hold.
+
+[dim]Examples:[/]
+  nerx convert eng.train train.spacy
+  nerx convert conll04_train.json brat_out/ --from spert
+  cat docs.jsonl | nerx convert - out.conll --from jsonl
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("convert", help=HELP, no_args_is_help=True)(convert_command)
+
+
+@handles_errors
+def convert_command(
+    source: str = typer.Argument(..., metavar="IN", help="Input file, BRAT directory, or - for stdin."),
+    target: str = typer.Argument(..., metavar="OUT", help="Output file, BRAT directory, or - for stdout."),
+    from_format: str | None = typer.Option(
+        None, "--from", "-f", help="Input format: jsonl, conll, docbin, brat, or a JSONL dialect: spert, dygie, prodigy, gliner, genia."
+    ),
+    to_format: str | None = typer.Option(None, "--to", "-t", help="Output format: jsonl, conll, docbin, brat."),
+    scheme: str | None = typer.Option(
+        None, "--scheme", help="CoNLL tag scheme: iob1, iob2 or bioes. Detected when reading; iob2 when writing."
+    ),
+    sentence_docs: bool = typer.Option(
+        False, "--sentence-docs", help="CoNLL input: make every sentence its own document."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="BRAT input: reject discontinuous entities instead of keeping their covering span."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no summary."),
+) -> None:
+    from nerx.io import convert, detect_format
+
+    src_format = from_format or detect_format(source)
+    dst_format = to_format or (
+        "jsonl" if target == "-" else detect_format(target, for_writing=True)
+    )
+    read_options: dict = {}
+    write_options: dict = {}
+    if src_format == "conll":
+        read_options = {"scheme": scheme, "sentence_docs": sentence_docs}
+    if src_format == "brat":
+        read_options["strict"] = strict
+    if dst_format == "conll" and scheme:
+        write_options["scheme"] = scheme
+    report = convert(
+        source,
+        target,
+        from_format=src_format,
+        to_format=dst_format,
+        read_options=read_options,
+        write_options=write_options,
+    )
+    if not quiet:
+        print_report(report, f"{src_format} -> {dst_format}", Path(target).name if target != "-" else "stdout")
+
+
+def print_report(report, title: str, target: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"convert {title}", title_justify="left", show_edge=False)
+    table.add_column("")
+    table.add_column("documents", justify="right")
+    table.add_column("entities", justify="right")
+    table.add_column("relations", justify="right")
+    table.add_row("read", str(report.documents_read), str(report.entities_read), str(report.relations_read))
+    table.add_row(
+        f"written to {target}",
+        str(report.documents_written),
+        str(report.entities_written),
+        str(report.relations_written),
+    )
+    err_console.print(table)
+    for reason, count in sorted(report.lost.items()):
+        err_console.print(f"[yellow]not kept:[/] {count} {reason}")
+    for reason, count in sorted(report.notes.items()):
+        err_console.print(f"[cyan]note:[/] {count} {reason}")

@@ -1,0 +1,194 @@
+"""The one in-memory document every reader produces and every writer consumes.
+
+Character offsets are the truth: entities are ``[start, end)`` character spans of ``text``.
+Word tokens are a view over the text; formats without tokens get them derived by
+:func:`tokenize`. Entities may nest or overlap. Relations point at entities by index.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nerx.errors import InvalidDocumentError
+
+# Words are runs of letters/digits (with inner apostrophes/hyphens kept), or one other
+# non-space character. Good enough to give every format a word view; models that need
+# linguistic tokenisation get spaCy's in the extraction pipeline.
+_WORD_RE = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]", re.UNICODE)
+
+
+@dataclass(slots=True)
+class Entity:
+    start: int
+    end: int
+    label: str
+    score: float | None = None
+
+
+@dataclass(slots=True)
+class Relation:
+    head: int
+    tail: int
+    label: str
+    score: float | None = None
+
+
+@dataclass(slots=True)
+class Document:
+    id: str
+    text: str
+    tokens: list[tuple[int, int]] = field(default_factory=list)
+    sentences: list[tuple[int, int]] = field(default_factory=list)
+    entities: list[Entity] = field(default_factory=list)
+    relations: list[Relation] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_words(
+        cls,
+        id: str,
+        words: Sequence[str],
+        *,
+        sentence_lengths: Sequence[int] | None = None,
+        token_entities: Iterable[tuple[int, int, str]] = (),
+        token_relations: Iterable[tuple[int, int, str]] = (),
+        meta: dict[str, Any] | None = None,
+    ) -> Document:
+        """Build a document from word tokens, joining them with single spaces.
+
+        ``token_entities`` are ``(first_token, end_token, label)`` with ``end_token``
+        exclusive; ``token_relations`` index into them.
+        """
+        tokens: list[tuple[int, int]] = []
+        pos = 0
+        for word in words:
+            tokens.append((pos, pos + len(word)))
+            pos += len(word) + 1
+        text = " ".join(words)
+        sentences: list[tuple[int, int]] = []
+        if sentence_lengths:
+            first = 0
+            for n in sentence_lengths:
+                sentences.append((first, first + n))
+                first += n
+        entities = [
+            Entity(tokens[s][0], tokens[e - 1][1], label) for s, e, label in token_entities
+        ]
+        relations = [Relation(h, t, label) for h, t, label in token_relations]
+        return cls(id, text, tokens, sentences, entities, relations, meta or {})
+
+    # ----------------------------------------------------------------- token views
+    def ensure_tokens(self) -> Document:
+        """Derive word tokens (split at entity boundaries too) when the document has none."""
+        if not self.tokens:
+            cuts = {b for e in self.entities for b in (e.start, e.end)}
+            self.tokens = tokenize(self.text, cuts)
+        return self
+
+    def token_span(self, entity: Entity) -> tuple[int, int] | None:
+        """The ``[first, end)`` token range an entity covers exactly, or None if it cuts a token."""
+        starts = [s for s, _ in self.tokens]
+        ends = [e for _, e in self.tokens]
+        first = bisect.bisect_left(starts, entity.start)
+        last = bisect.bisect_left(ends, entity.end)
+        if first < len(starts) and last < len(ends):
+            if starts[first] == entity.start and ends[last] == entity.end and first <= last:
+                return first, last + 1
+        return None
+
+    def sentence_spans(self) -> list[tuple[int, int]]:
+        """Sentences as token ranges; the whole document is one sentence if none are set."""
+        if self.sentences:
+            return list(self.sentences)
+        return [(0, len(self.tokens))] if self.tokens else []
+
+    # ----------------------------------------------------------------- invariants
+    def validate(self, where: str | None = None) -> Document:
+        """Check the data model's invariants; raise :class:`InvalidDocumentError` naming the doc."""
+        loc = where or f"document {self.id!r}"
+        n = len(self.text)
+        prev_end = 0
+        for i, (s, e) in enumerate(self.tokens):
+            if not (0 <= s < e <= n) or s < prev_end:
+                raise InvalidDocumentError(
+                    f"token {i} has offsets [{s}, {e}) that are empty, overlap the previous "
+                    f"token or lie outside the text (length {n})",
+                    where=loc,
+                )
+            prev_end = e
+        for i, (s, e) in enumerate(self.sentences):
+            if not (0 <= s < e <= len(self.tokens)):
+                raise InvalidDocumentError(
+                    f"sentence {i} covers tokens [{s}, {e}) but the document has "
+                    f"{len(self.tokens)} tokens",
+                    where=loc,
+                )
+        for i, ent in enumerate(self.entities):
+            if not (0 <= ent.start < ent.end <= n):
+                raise InvalidDocumentError(
+                    f"entity {i} ({ent.label}) has offsets [{ent.start}, {ent.end}), expected "
+                    f"0 <= start < end <= {n} (the text length)",
+                    where=loc,
+                )
+            if not ent.label:
+                raise InvalidDocumentError(f"entity {i} has an empty label", where=loc)
+        k = len(self.entities)
+        for i, rel in enumerate(self.relations):
+            if not (0 <= rel.head < k and 0 <= rel.tail < k):
+                raise InvalidDocumentError(
+                    f"relation {i} ({rel.label}) points at entities {rel.head} -> {rel.tail}, "
+                    f"but the document has {k} entities (indices 0..{k - 1})",
+                    where=loc,
+                )
+        return self
+
+    def entity_text(self, entity: Entity) -> str:
+        return self.text[entity.start : entity.end]
+
+
+def tokenize(text: str, cuts: Iterable[int] = ()) -> list[tuple[int, int]]:
+    """Split text into word tokens, also cutting at every offset in ``cuts``.
+
+    Cutting at entity boundaries guarantees that every entity covers whole tokens, so
+    token-based formats (CoNLL) can hold every character-level annotation.
+    """
+    cut_points = sorted(set(cuts))
+    tokens: list[tuple[int, int]] = []
+    for m in _WORD_RE.finditer(text):
+        s, e = m.start(), m.end()
+        lo = bisect.bisect_right(cut_points, s)
+        hi = bisect.bisect_left(cut_points, e)
+        for c in cut_points[lo:hi]:
+            tokens.append((s, c))
+            s = c
+        tokens.append((s, e))
+    return tokens
+
+
+def maximal_non_overlapping(entities: Sequence[Entity]) -> list[int]:
+    """Indices of a maximal set of pairwise disjoint entities, preferring longer, outer ones.
+
+    Used where a target holds no overlaps (CoNLL tags, spaCy ``doc.ents``). Longest first,
+    then leftmost, then highest score; the result is sorted by position.
+    """
+    order = sorted(
+        range(len(entities)),
+        key=lambda i: (
+            -(entities[i].end - entities[i].start),
+            entities[i].start,
+            -(entities[i].score or 0.0),
+        ),
+    )
+    taken: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for i in order:
+        s, e = entities[i].start, entities[i].end
+        if all(e <= ts or s >= te for ts, te in spans):
+            taken.append(i)
+            spans.append((s, e))
+    return sorted(taken, key=lambda i: (entities[i].start, entities[i].end))

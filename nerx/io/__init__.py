@@ -1,0 +1,129 @@
+"""Readers and writers, one module per format, behind one registry.
+
+>>> docs = nerx.read("train.conll")                 # format from the suffix, then the content
+>>> report = nerx.write(docs, "train.spacy")         # returns a Report of what was kept
+>>> nerx.convert("data.json", "out/", to="brat")    # both at once, streaming
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+from nerx.doc import Document
+from nerx.errors import UnknownFormatError
+from nerx.io import brat, conll, docbin, jsonl
+from nerx.io.base import STDIO, Report, display_name, head_text
+
+FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (jsonl, conll, docbin, brat)}
+
+# Read-only JSONL dialects: ``--from spert`` reads with the jsonl module in that dialect.
+DIALECTS: tuple[str, ...] = tuple(jsonl.DIALECTS)
+
+__all__ = ["FORMATS", "DIALECTS", "Report", "detect_format", "read", "write", "convert"]
+
+
+def _choices() -> str:
+    return ", ".join([*FORMATS, *DIALECTS])
+
+
+def _resolve(name: str) -> tuple[ModuleType, dict]:
+    """Map a format or dialect name to its module and the options that select the dialect."""
+    key = name.lower()
+    if key in FORMATS:
+        return FORMATS[key], {}
+    if key in DIALECTS:
+        return jsonl, {"dialect": key}
+    raise UnknownFormatError(f"unknown format {name!r}", hint=f"choose one of: {_choices()}")
+
+
+def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
+    """Name of the format of ``path``: by suffix first, then by sniffing its content.
+
+    A directory (or a target without suffix, when writing) is BRAT.
+    """
+    p = Path(path)
+    if str(path) == STDIO:
+        return "jsonl"
+    suffix = p.suffix.lower()
+    for name, module in FORMATS.items():
+        if suffix in module.SUFFIXES:
+            return name
+    if p.is_dir() or (for_writing and not suffix):
+        return "brat"
+    if not for_writing and p.is_file():
+        head = head_text(p)
+        if not head.strip():
+            raise UnknownFormatError(
+                "the file is empty, so its format cannot be detected",
+                where=display_name(path),
+                hint="give a non-empty file, or name the format with --from",
+            )
+        for name, module in FORMATS.items():
+            if module.sniff(head):
+                return name
+    raise UnknownFormatError(
+        f"cannot tell the format of {display_name(path)!r} from its suffix or content",
+        hint=f"name it with --from/--to, one of: {_choices()}",
+    )
+
+
+def read(
+    source: str | os.PathLike,
+    format: str | None = None,
+    *,
+    report: Report | None = None,
+    **options,
+) -> Iterator[Document]:
+    """Stream the documents of ``source`` (a path or ``"-"``), validated on the way in."""
+    name = format or detect_format(source)
+    module, dialect_options = _resolve(name)
+    if not os.path.exists(source) and str(source) != STDIO:
+        raise UnknownFormatError(f"no such file or directory: {display_name(source)}")
+    report = report if report is not None else Report()
+    return _validated(module.read(source, report=report, **dialect_options, **options), source, report)
+
+
+def _validated(docs: Iterable[Document], source, report: Report) -> Iterator[Document]:
+    name = display_name(source)
+    for doc in docs:
+        doc.validate(where=f"{name}: document {doc.id!r}")
+        report.count_read(doc)
+        yield doc
+
+
+def write(
+    docs: Iterable[Document],
+    target: str | os.PathLike,
+    format: str | None = None,
+    *,
+    report: Report | None = None,
+    **options,
+) -> Report:
+    """Write documents to ``target``; return the report of what was written and lost."""
+    name = format or detect_format(target, for_writing=True)
+    module, _ = _resolve(name)
+    if module is jsonl and name.lower() in DIALECTS:
+        raise UnknownFormatError(
+            f"{name!r} is a read-only dialect", hint="write native JSONL with --to jsonl"
+        )
+    report = report if report is not None else Report()
+    module.write(docs, target, report=report, **options)
+    return report
+
+
+def convert(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    *,
+    from_format: str | None = None,
+    to_format: str | None = None,
+    read_options: dict | None = None,
+    write_options: dict | None = None,
+) -> Report:
+    """Stream ``source`` into ``target``, converting formats; return the report."""
+    report = Report()
+    docs = read(source, from_format, report=report, **(read_options or {}))
+    return write(docs, target, to_format, report=report, **(write_options or {}))
