@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 from nerx.doc import Document
-from nerx.errors import UnknownFormatError
+from nerx.errors import FormatError, UnknownFormatError
 from nerx.io import brat, conll, docbin, jsonl
 from nerx.io.base import STDIO, Report, display_name, head_text
 
@@ -53,6 +53,8 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
             return name
     if p.is_dir() or (for_writing and not suffix):
         return "brat"
+    if suffix == ".txt" and p.with_suffix(".ann").is_file():
+        return "brat"
     if not for_writing and p.is_file():
         head = head_text(p)
         if not head.strip():
@@ -82,6 +84,12 @@ def read(
     module, dialect_options = _resolve(name)
     if not os.path.exists(source) and str(source) != STDIO:
         raise UnknownFormatError(f"no such file or directory: {display_name(source)}")
+    if str(source) != STDIO and os.path.isfile(source) and os.path.getsize(source) == 0:
+        raise FormatError(
+            "the file is empty: no documents to read",
+            where=display_name(source),
+            hint="check the path; an unannotated document still needs a line like {\"text\": ...}",
+        )
     report = report if report is not None else Report()
     return _validated(module.read(source, report=report, **dialect_options, **options), source, report)
 
