@@ -76,9 +76,7 @@ class Document:
             for n in sentence_lengths:
                 sentences.append((first, first + n))
                 first += n
-        entities = [
-            Entity(tokens[s][0], tokens[e - 1][1], label) for s, e, label in token_entities
-        ]
+        entities = [Entity(tokens[s][0], tokens[e - 1][1], label) for s, e, label in token_entities]
         relations = [Relation(h, t, label) for h, t, label in token_relations]
         return cls(id, text, tokens, sentences, entities, relations, meta or {})
 
@@ -92,14 +90,20 @@ class Document:
 
     def token_span(self, entity: Entity) -> tuple[int, int] | None:
         """The ``[first, end)`` token range an entity covers exactly, or None if it cuts a token."""
-        starts = [s for s, _ in self.tokens]
-        ends = [e for _, e in self.tokens]
-        first = bisect.bisect_left(starts, entity.start)
-        last = bisect.bisect_left(ends, entity.end)
-        if first < len(starts) and last < len(ends):
-            if starts[first] == entity.start and ends[last] == entity.end and first <= last:
-                return first, last + 1
-        return None
+        return self.entity_token_spans([entity])[0]
+
+    def entity_token_spans(
+        self, entities: Sequence[Entity] | None = None
+    ) -> list[tuple[int, int] | None]:
+        """Token ranges of many entities at once (one index build for the whole document)."""
+        first_of = {s: i for i, (s, _) in enumerate(self.tokens)}
+        last_of = {e: i for i, (_, e) in enumerate(self.tokens)}
+        spans: list[tuple[int, int] | None] = []
+        for ent in self.entities if entities is None else entities:
+            first, last = first_of.get(ent.start), last_of.get(ent.end)
+            ok = first is not None and last is not None and first <= last
+            spans.append((first, last + 1) if ok else None)
+        return spans
 
     def sentence_spans(self) -> list[tuple[int, int]]:
         """Sentences as token ranges; the whole document is one sentence if none are set."""

@@ -28,20 +28,33 @@ def register(app: typer.Typer) -> None:
 
 @handles_errors
 def convert_command(
-    source: str = typer.Argument(..., metavar="IN", help="Input file, BRAT directory, or - for stdin."),
-    target: str = typer.Argument(..., metavar="OUT", help="Output file, BRAT directory, or - for stdout."),
-    from_format: str | None = typer.Option(
-        None, "--from", "-f", help="Input format: jsonl, conll, docbin, brat, or a JSONL dialect: spert, dygie, prodigy, gliner, genia."
+    source: str = typer.Argument(
+        ..., metavar="IN", help="Input file, BRAT directory, or - for stdin."
     ),
-    to_format: str | None = typer.Option(None, "--to", "-t", help="Output format: jsonl, conll, docbin, brat."),
+    target: str = typer.Argument(
+        ..., metavar="OUT", help="Output file, BRAT directory, or - for stdout."
+    ),
+    from_format: str | None = typer.Option(
+        None,
+        "--from",
+        "-f",
+        help="Input format: jsonl, conll, docbin, brat, or a JSONL dialect: spert, dygie, prodigy, gliner, genia.",
+    ),
+    to_format: str | None = typer.Option(
+        None, "--to", "-t", help="Output format: jsonl, conll, docbin, brat."
+    ),
     scheme: str | None = typer.Option(
-        None, "--scheme", help="CoNLL tag scheme: iob1, iob2 or bioes. Detected when reading; iob2 when writing."
+        None,
+        "--scheme",
+        help="CoNLL tag scheme: iob1, iob2 or bioes. Detected when reading; iob2 when writing.",
     ),
     sentence_docs: bool = typer.Option(
         False, "--sentence-docs", help="CoNLL input: make every sentence its own document."
     ),
     strict: bool = typer.Option(
-        False, "--strict", help="BRAT input: reject discontinuous entities instead of keeping their covering span."
+        False,
+        "--strict",
+        help="BRAT input: reject discontinuous entities instead of keeping their covering span.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no summary."),
 ) -> None:
@@ -68,7 +81,11 @@ def convert_command(
         write_options=write_options,
     )
     if not quiet:
-        print_report(report, f"{src_format} -> {dst_format}", Path(target).name if target != "-" else "stdout")
+        print_report(
+            report,
+            f"{src_format} -> {dst_format}",
+            Path(target).name if target != "-" else "stdout",
+        )
 
 
 def print_report(report, title: str, target: str) -> None:
@@ -79,7 +96,9 @@ def print_report(report, title: str, target: str) -> None:
     table.add_column("documents", justify="right")
     table.add_column("entities", justify="right")
     table.add_column("relations", justify="right")
-    table.add_row("read", str(report.documents_read), str(report.entities_read), str(report.relations_read))
+    table.add_row(
+        "read", str(report.documents_read), str(report.entities_read), str(report.relations_read)
+    )
     table.add_row(
         f"written to {target}",
         str(report.documents_written),

@@ -88,10 +88,12 @@ def read(
         raise FormatError(
             "the file is empty: no documents to read",
             where=display_name(source),
-            hint="check the path; an unannotated document still needs a line like {\"text\": ...}",
+            hint='check the path; an unannotated document still needs a line like {"text": ...}',
         )
     report = report if report is not None else Report()
-    return _validated(module.read(source, report=report, **dialect_options, **options), source, report)
+    return _validated(
+        module.read(source, report=report, **dialect_options, **options), source, report
+    )
 
 
 def _validated(docs: Iterable[Document], source, report: Report) -> Iterator[Document]:

@@ -82,9 +82,7 @@ def iter_lines(source: str | os.PathLike) -> Iterator[tuple[int, str]]:
     first line is dropped.
     """
     name = display_name(source)
-    stream: IO[bytes]
-    ctx = contextlib.nullcontext(sys.stdin.buffer) if str(source) == STDIO else open(source, "rb")
-    with ctx as stream:
+    with _open_binary(source) as stream:
         for number, raw in enumerate(stream, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -97,6 +95,12 @@ def iter_lines(source: str | os.PathLike) -> Iterator[tuple[int, str]]:
             if number == 1 and line.startswith("\ufeff"):
                 line = line[1:]
             yield number, line.rstrip("\r\n")
+
+
+def _open_binary(source: str | os.PathLike) -> contextlib.AbstractContextManager[IO[bytes]]:
+    if str(source) == STDIO:
+        return contextlib.nullcontext(sys.stdin.buffer)
+    return open(source, "rb")
 
 
 def read_text(path: str | os.PathLike) -> str:

@@ -1,0 +1,340 @@
+"""The one small interface every model implements, its registry, and save / load.
+
+The training loop and the extraction pipeline only ever call::
+
+    examples = model.prepare(doc, gold=True)   # windows of words, gold spans, subword ids
+    batch = model.collate(examples)            # tensors
+    output = model(batch)                      # output.loss when the batch carries gold
+    predictions = model.decode(output, batch)  # spans (+ relations) per example
+
+so neither asks which model it holds. A model directory is self-describing: ``config.json``
+(kind, labels, encoder, hyperparameters, nerx version), ``model.safetensors`` and the tokenizer
+files, plus ``encoder/config.json`` to rebuild the encoder's shape without the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from nerx import __version__
+from nerx.doc import Document
+from nerx.errors import ModelError
+from nerx.models.encoder import (
+    Window,
+    load_encoder,
+    load_tokenizer,
+    max_window,
+    plan_windows,
+)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+ENCODER_DIR = "encoder"
+
+
+@dataclass
+class ModelConfig:
+    kind: str
+    labels: list[str]
+    relation_labels: list[str] = field(default_factory=list)
+    symmetric_relations: list[str] = field(default_factory=list)
+    encoder: str = "minilm"
+    max_span_length: int = 8
+    #: Subwords per window (specials included); None means the encoder's maximum.
+    window: int | None = None
+    #: Model-specific hyperparameters (dropout, hidden sizes, thresholds...).
+    hyper: dict[str, Any] = field(default_factory=dict)
+    #: How the model was trained, recorded for the model card.
+    training: dict[str, Any] = field(default_factory=dict)
+    nerx_version: str = __version__
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Example:
+    """One window of one document, ready for a model's ``collate``.
+
+    Word indices are relative to the window. ``gold_spans`` are ``(start, end, label_id)``
+    with ``end`` exclusive; ``gold_relations`` are ``(head, tail, relation_id)`` indexing
+    ``gold_spans``.
+    """
+
+    doc_index: int
+    window: Window
+    input_ids: list[int]  # subword ids, specials included
+    word_starts: list[int]  # index in input_ids of each word's first subword
+    word_ends: list[int]  # index in input_ids of each word's last subword
+    sentences: list[tuple[int, int]]  # focus sentences, window-relative words
+    focus: tuple[int, int]
+    gold_spans: list[tuple[int, int, int]] = field(default_factory=list)
+    gold_relations: list[tuple[int, int, int]] = field(default_factory=list)
+
+    @property
+    def n_words(self) -> int:
+        return len(self.word_starts)
+
+
+@dataclass(slots=True)
+class SpanPrediction:
+    start: int  # window-relative word index
+    end: int  # exclusive
+    label: str
+    score: float
+
+
+@dataclass(slots=True)
+class Prediction:
+    spans: list[SpanPrediction] = field(default_factory=list)
+    #: ``(head, tail, label, score)``, head/tail index ``spans``.
+    relations: list[tuple[int, int, str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Output:
+    loss: torch.Tensor | None = None
+    #: Anything ``decode`` needs (logits, candidate spans...), keyed by name.
+    tensors: dict[str, Any] = field(default_factory=dict)
+    #: Counters summed over a run and shown in the summary (e.g. spans kept by a filter).
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+MODELS: dict[str, type[SpanModel]] = {}
+
+
+def register(kind: str):
+    """Class decorator: make a model available as ``--model KIND`` and in saved configs."""
+
+    def add(cls: type[SpanModel]) -> type[SpanModel]:
+        cls.kind = kind
+        MODELS[kind] = cls
+        return cls
+
+    return add
+
+
+def model_class(kind: str) -> type[SpanModel]:
+    import nerx.models  # noqa: F401  (importing the package registers every model)
+
+    if kind not in MODELS:
+        raise ModelError(
+            f"unknown model kind {kind!r}", hint=f"choose one of: {', '.join(sorted(MODELS))}"
+        )
+    return MODELS[kind]
+
+
+class SpanModel(nn.Module):
+    """Base class: holds the encoder, tokenizer and config, and turns documents into examples."""
+
+    kind: ClassVar[str] = ""
+    #: Whether the model predicts relations (the pipeline then fills ``doc.relations``).
+    predicts_relations: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        # Kept before a subclass reshapes the encoder, so load() rebuilds the same shape.
+        self.encoder_config = copy.deepcopy(encoder.config)
+        self.label_to_id = {label: i + 1 for i, label in enumerate(config.labels)}  # 0 = O
+        self.relation_to_id = {label: i for i, label in enumerate(config.relation_labels)}
+        limit = max_window(tokenizer, encoder.config)
+        self.window_size = min(config.window or limit, limit)
+        probe = tokenizer.build_inputs_with_special_tokens([-1])
+        self._prefix = probe[: probe.index(-1)]
+        self._suffix = probe[probe.index(-1) + 1 :]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, config: ModelConfig) -> SpanModel:
+        """A new model on the pretrained encoder named in the config."""
+        return cls(config, load_encoder(config.encoder), load_tokenizer(config.encoder))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def head_parameter_names(self) -> set[str]:
+        """Parameters that are new (not the pretrained encoder's): they get the larger LR."""
+        return {name for name, _ in self.named_parameters() if not name.startswith("encoder.")}
+
+    # ------------------------------------------------------------------ documents -> examples
+    def prepare(self, doc: Document, doc_index: int = 0, *, gold: bool = False) -> list[Example]:
+        """Cut a tokenised document into windows; with ``gold``, attach its gold spans."""
+        words = [doc.text[s:e] for s, e in doc.tokens]
+        if not words:
+            return []
+        pieces = self.tokenizer(words, add_special_tokens=False)["input_ids"]
+        unk = self.tokenizer.unk_token_id
+        pieces = [p if p else [unk] for p in pieces]
+        budget = self.window_size - len(self._prefix) - len(self._suffix)
+        plan = plan_windows([len(p) for p in pieces], doc.sentence_spans(), budget)
+        token_spans = _gold_token_spans(doc, self.label_to_id) if gold else []
+        return [
+            self._example(doc_index, window, pieces, token_spans, doc, gold)
+            for window in plan.windows
+        ]
+
+    def _example(self, doc_index, window, pieces, token_spans, doc, gold) -> Example:
+        input_ids = list(self._prefix)
+        starts, ends = [], []
+        for word in range(window.start, window.end):
+            starts.append(len(input_ids))
+            input_ids.extend(pieces[word])
+            ends.append(len(input_ids) - 1)
+        input_ids.extend(self._suffix)
+        offset = window.start
+        sentences = [(s - offset, e - offset) for s, e in window.sentences]
+        example = Example(
+            doc_index=doc_index,
+            window=window,
+            input_ids=input_ids,
+            word_starts=starts,
+            word_ends=ends,
+            sentences=sentences,
+            focus=(window.focus_start - offset, window.focus_end - offset),
+        )
+        if gold:
+            kept: dict[int, int] = {}  # document entity index -> example span index
+            for ent_index, (s, e, label_id) in token_spans:
+                if any(ss <= s - offset and e - offset <= se for ss, se in sentences):
+                    kept[ent_index] = len(example.gold_spans)
+                    example.gold_spans.append((s - offset, e - offset, label_id))
+            for rel in doc.relations:
+                if rel.head in kept and rel.tail in kept and rel.label in self.relation_to_id:
+                    example.gold_relations.append(
+                        (kept[rel.head], kept[rel.tail], self.relation_to_id[rel.label])
+                    )
+        return example
+
+    # ------------------------------------------------------------------ the interface
+    def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Any]) -> Output:  # type: ignore[override]
+        raise NotImplementedError
+
+    def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
+        raise NotImplementedError
+
+    def calibrate(self, dev_score) -> dict[str, Any]:
+        """Tune inference settings on dev after training. ``dev_score()`` returns the dev F1
+        of the model as it stands. Returns what was chosen (recorded in the config)."""
+        return {}
+
+    # ------------------------------------------------------------------ shared helpers
+    def encode(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Run the encoder: (batch, subwords, hidden)."""
+        return self.encoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+
+    def pad_inputs(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+        """Subword ids and mask, padded to the longest example; word -> subword indices."""
+        longest = max(len(ex.input_ids) for ex in examples)
+        most_words = max(ex.n_words for ex in examples)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(examples), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(examples), longest), dtype=torch.long)
+        starts = torch.zeros((len(examples), most_words), dtype=torch.long)
+        ends = torch.zeros((len(examples), most_words), dtype=torch.long)
+        word_mask = torch.zeros((len(examples), most_words), dtype=torch.bool)
+        for row, ex in enumerate(examples):
+            ids[row, : len(ex.input_ids)] = torch.tensor(ex.input_ids)
+            mask[row, : len(ex.input_ids)] = 1
+            starts[row, : ex.n_words] = torch.tensor(ex.word_starts)
+            ends[row, : ex.n_words] = torch.tensor(ex.word_ends)
+            word_mask[row, : ex.n_words] = True
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "word_starts": starts,
+            "word_ends": ends,
+            "word_mask": word_mask,
+        }
+
+
+def _gold_token_spans(doc: Document, label_to_id: dict[str, int]) -> list[tuple[int, tuple]]:
+    """Gold entities as word ranges (entity index, (start, end, label_id)); entities that do
+    not cover whole words or have unknown labels are skipped (the tokens come from the data)."""
+    spans = []
+    for i, (ent, token_span) in enumerate(zip(doc.entities, doc.entity_token_spans(), strict=True)):
+        if token_span is not None and ent.label in label_to_id:
+            spans.append((i, (*token_span, label_to_id[ent.label])))
+    return spans
+
+
+def gather_words(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Pick subword vectors per word: hidden (B, T, H), index (B, W) -> (B, W, H)."""
+    return hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
+
+
+# ---------------------------------------------------------------------- save / load
+def save_model(model: SpanModel, path: str | os.PathLike) -> Path:
+    """Write a self-describing model directory (safetensors only, never pickle)."""
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_NAME).write_text(model.config.to_json() + "\n", encoding="utf-8")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(_dedupe_shared(state), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    model.tokenizer.save_pretrained(str(out))
+    model.encoder_config.save_pretrained(str(out / ENCODER_DIR))
+    return out
+
+
+def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied weights): clone them apart."""
+    seen: set[int] = set()
+    result = {}
+    for key, tensor in state.items():
+        ptr = tensor.untyped_storage().data_ptr()
+        result[key] = tensor.clone() if ptr in seen else tensor
+        seen.add(ptr)
+    return result
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpanModel:
+    """Load a model directory written by :func:`save_model`."""
+    from safetensors.torch import load_file
+
+    root = Path(path)
+    config_path = root / CONFIG_NAME
+    if not config_path.is_file():
+        raise ModelError(
+            f"{root} is not a nerx model directory (no {CONFIG_NAME})",
+            hint="give a directory written by `nerx train`, or a bundled model name",
+        )
+    try:
+        config = ModelConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ModelError(f"{config_path} is not a valid model config: {exc}") from None
+    cls = model_class(config.kind)
+    encoder = load_encoder(str(root / ENCODER_DIR), config_only=True)
+    model = cls(config, encoder, load_tokenizer(str(root)))
+    state = load_file(str(root / WEIGHTS_NAME))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(
+            f"weights in {root} do not fit a {config.kind} model: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    model.eval()
+    return model.to(device)
