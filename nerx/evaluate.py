@@ -267,7 +267,8 @@ def evaluate(
     between the two raises :class:`~nerx.errors.DocumentMismatchError` naming the document.
     See the module docstring for what each block counts.
     """
-    labels = frozenset(symmetric)
+    # One label given as a plain string must not become a set of its characters.
+    labels = frozenset([symmetric] if isinstance(symmetric, str) else symmetric)
     held = _hold_gold(_documents(gold, gold_format, "gold"), labels, symmetric_twice)
     result = EvalResult(symmetric=tuple(sorted(labels)), symmetric_twice=symmetric_twice)
     seen: set[str] = set()

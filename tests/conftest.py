@@ -22,3 +22,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"public corpora not found at {SHARED_DATA} (set NERX_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A random 2-layer BERT whose vocabulary holds every word of the sample corpus."""
+    import re
+
+    from tests.tiny_encoder import build_tiny_encoder
+
+    words = set(re.findall(r"\w+|[^\w\s]", (SAMPLES / "news.jsonl").read_text(encoding="utf-8")))
+    return str(build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"), words))

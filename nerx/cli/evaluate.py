@@ -6,17 +6,20 @@ import typer
 
 from nerx.cli.common import err_console, handles_errors
 
-HELP = """Score predictions against gold: entities (strict and boundary) and relations (Rel and Rel+).
+HELP = """Score predictions against gold: NER (strict, boundary), Rel and Rel+.
 
-Documents are paired by id and must have the same text. Prints precision, recall and F1 in
-percent, micro-averaged and per label; [bold]--json[/] prints every count and figure as JSON
-(fractions, not percent) instead. Rel matches the head and tail spans and the relation label;
-Rel+ also the two entity labels. Relation labels named with [bold]--symmetric[/] ignore
-direction and count once, or in both directions with [bold]--symmetric-twice[/] (PL-Marker).
+Documents are paired by id and must have the same text. Prints precision,
+recall and F1 in percent, micro-averaged and per label; [bold]--json[/] prints
+every count and figure as JSON (fractions, not percent) instead.
+
+Rel matches the head and tail spans and the relation label; Rel+ also the
+two entity labels. Relation labels named with [bold]--symmetric[/] ignore
+direction and count once, or in both directions with [bold]--symmetric-twice[/]
+(PL-Marker's convention).
 
 [dim]Examples:[/]
   nerx eval eng.testb pred.conll
-  nerx eval test.jsonl pred.jsonl --symmetric COMPARE --symmetric CONJUNCTION --json
+  nerx eval test.jsonl pred.jsonl --symmetric COMPARE --json
 """
 
 

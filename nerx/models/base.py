@@ -84,6 +84,7 @@ class Example:
     focus: tuple[int, int]
     gold_spans: list[tuple[int, int, int]] = field(default_factory=list)
     gold_relations: list[tuple[int, int, int]] = field(default_factory=list)
+    has_gold: bool = False
 
     @property
     def n_words(self) -> int:
@@ -156,9 +157,7 @@ class SpanModel(nn.Module):
         self.relation_to_id = {label: i for i, label in enumerate(config.relation_labels)}
         limit = max_window(tokenizer, encoder.config)
         self.window_size = min(config.window or limit, limit)
-        probe = tokenizer.build_inputs_with_special_tokens([-1])
-        self._prefix = probe[: probe.index(-1)]
-        self._suffix = probe[probe.index(-1) + 1 :]
+        self._prefix, self._suffix = _special_tokens_around(tokenizer)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -209,6 +208,7 @@ class SpanModel(nn.Module):
             word_ends=ends,
             sentences=sentences,
             focus=(window.focus_start - offset, window.focus_end - offset),
+            has_gold=gold,
         )
         if gold:
             kept: dict[int, int] = {}  # document entity index -> example span index
@@ -246,7 +246,8 @@ class SpanModel(nn.Module):
         ).last_hidden_state
 
     def pad_inputs(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
-        """Subword ids and mask, padded to the longest example; word -> subword indices."""
+        """Subword ids and mask, padded to the longest example; word -> subword indices.
+        ``has_gold`` says the batch carries gold, so ``forward`` computes a loss."""
         longest = max(len(ex.input_ids) for ex in examples)
         most_words = max(ex.n_words for ex in examples)
         pad = self.tokenizer.pad_token_id or 0
@@ -267,7 +268,19 @@ class SpanModel(nn.Module):
             "word_starts": starts,
             "word_ends": ends,
             "word_mask": word_mask,
+            "examples": list(examples),
+            "has_gold": all(ex.has_gold for ex in examples),
         }
+
+
+def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after a single sequence."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for at in range(len(full) - len(bare) + 1):
+        if full[at : at + len(bare)] == bare:
+            return full[:at], full[at + len(bare) :]
+    raise ModelError("cannot find where the tokenizer puts its special tokens")
 
 
 def _gold_token_spans(doc: Document, label_to_id: dict[str, int]) -> list[tuple[int, tuple]]:
@@ -278,6 +291,15 @@ def _gold_token_spans(doc: Document, label_to_id: dict[str, int]) -> list[tuple[
         if token_span is not None and ent.label in label_to_id:
             spans.append((i, (*token_span, label_to_id[ent.label])))
     return spans
+
+
+def sentence_mask(examples: Sequence[Example], width: int) -> torch.Tensor:
+    """(batch, words) True for words inside a focus sentence: the only ones with gold."""
+    mask = torch.zeros((len(examples), width), dtype=torch.bool)
+    for row, ex in enumerate(examples):
+        for s, e in ex.sentences:
+            mask[row, s:e] = True
+    return mask
 
 
 def gather_words(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,304 @@
+"""``spandec`` and ``sf-spandec``: a light span decoder in place of the encoder's last layer.
+
+SpanDec ("Decoding Text Spans for Efficient and Accurate Named-Entity Recognition"):
+
+* The encoder runs without its final layer; its output ``z_1..z_L`` is the decoder's text.
+* Each candidate span (i, j) (up to ``max_span_length`` words, inside a sentence) gets two
+  queries ``q_i = m_start + pos(i)`` and ``q_j = m_end + pos(j)``: learned vectors plus the
+  encoder's own position embedding of the word's first subword.
+* One pre-norm cross-attention layer whose keys/values are ``[q_i, q_j, z_1..z_L]``: a span's
+  two queries see the text and each other, never another span's queries. The span-pair term
+  is a (2 x 2) score per span, so no spans x spans mask is ever built.
+* A shared MLP on both outputs; concatenated; a linear layer gives logits over O + labels.
+
+SF-SpanDec adds a token filter: a linear entity-vs-O classifier on the encoder output,
+trained jointly. At inference a span containing a word below the threshold is dropped before
+the decoder runs, so the decoder only sees the kept spans (the paper keeps about 15%).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nerx.models.base import (
+    Example,
+    ModelConfig,
+    Output,
+    Prediction,
+    SpanModel,
+    SpanPrediction,
+    gather_words,
+    register,
+    sentence_mask,
+)
+from nerx.models.encoder import drop_last_layer, encoder_layers, encoder_position_embeddings
+
+
+def enumerate_spans(sentences: Sequence[tuple[int, int]], max_length: int) -> torch.Tensor:
+    """All (start, end) word spans, end exclusive, of at most ``max_length`` words inside each
+    sentence: (spans, 2), ordered by start then end."""
+    chunks = []
+    lengths = torch.arange(1, max_length + 1)
+    for s, e in sentences:
+        starts = torch.arange(s, e).unsqueeze(1)  # (words, 1)
+        ends = starts + lengths  # (words, max_length)
+        keep = ends <= e
+        chunks.append(torch.stack([starts.expand_as(ends)[keep], ends[keep]], dim=-1))
+    return torch.cat(chunks) if chunks else torch.zeros((0, 2), dtype=torch.long)
+
+
+class SpanDecoderLayer(nn.Module):
+    """Pre-norm cross-attention of span queries over ``[own two queries, text]`` + MLP."""
+
+    def __init__(self, hidden: int, heads: int, mlp_hidden: int, dropout: float) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden size {hidden} is not divisible by {heads} heads")
+        self.heads, self.head_dim = heads, hidden // heads
+        self.norm_query = nn.LayerNorm(hidden)
+        self.norm_text = nn.LayerNorm(hidden)
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.norm_mlp = nn.LayerNorm(hidden)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, mlp_hidden), nn.GELU(), nn.Linear(mlp_hidden, hidden)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, queries: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
+    ) -> torch.Tensor:
+        # queries (B, S, 2, H); text (B, T, H); text_mask (B, T) bool
+        b, s, _, h = queries.shape
+        split = (self.heads, self.head_dim)
+        q_norm, t_norm = self.norm_query(queries), self.norm_text(text)
+        q = self.query(q_norm).view(b, s, 2, *split)  # (B, S, 2, heads, d)
+        k_own = self.key(q_norm).view(b, s, 2, *split)
+        v_own = self.value(q_norm).view(b, s, 2, *split)
+        k_text = self.key(t_norm).view(b, -1, *split)  # (B, T, heads, d)
+        v_text = self.value(t_norm).view(b, -1, *split)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        own = torch.einsum("bsqhd,bskhd->bhsqk", q, k_own) * scale  # (B, heads, S, 2, 2)
+        txt = torch.einsum("bsqhd,bthd->bhsqt", q, k_text) * scale  # (B, heads, S, 2, T)
+        txt = txt.masked_fill(~text_mask[:, None, None, None, :], torch.finfo(txt.dtype).min)
+        weights = self.dropout(torch.cat([own, txt], dim=-1).softmax(-1))
+        mixed = torch.einsum("bhsqk,bskhd->bsqhd", weights[..., :2], v_own) + torch.einsum(
+            "bhsqt,bthd->bsqhd", weights[..., 2:], v_text
+        )  # (B, S, 2, heads, d)
+        x = queries + self.dropout(self.out(mixed.reshape(b, s, 2, h)))
+        return x + self.dropout(self.mlp(self.norm_mlp(x)))
+
+
+@register("spandec")
+class SpanDec(SpanModel):
+    uses_filter = False
+
+    def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
+        super().__init__(config, encoder, tokenizer)
+        hyper = config.hyper
+        hidden = encoder.config.hidden_size
+        dropout = hyper.get("dropout", 0.1)
+        last_layer = encoder_layers(encoder)[-1]
+        drop_last_layer(encoder)
+        self.decoder = SpanDecoderLayer(
+            hidden,
+            hyper.get("decoder_heads", encoder.config.num_attention_heads),
+            hyper.get("decoder_mlp", encoder.config.intermediate_size),
+            dropout,
+        )
+        _init_from_layer(self.decoder, last_layer)
+        self.start_query = nn.Parameter(torch.randn(hidden) * 0.02)  # m_start
+        self.end_query = nn.Parameter(torch.randn(hidden) * 0.02)  # m_end
+        # Encoders without absolute positions (RoPE, relative) get a learned table instead.
+        self.own_positions = (
+            None
+            if encoder_position_embeddings(encoder) is not None
+            else nn.Embedding(self.window_size, hidden)
+        )
+        self.head_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout))
+        self.classifier = nn.Linear(2 * hidden, 1 + len(config.labels))
+        if self.uses_filter:
+            self.token_filter = nn.Linear(hidden, 1)
+
+    # ------------------------------------------------------------------ batching
+    def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
+        batch = self.pad_inputs(examples)
+        max_len = self.config.max_span_length
+        per_example = [enumerate_spans(ex.sentences, max_len) for ex in examples]
+        most = max((len(sp) for sp in per_example), default=0)
+        spans = torch.zeros((len(examples), max(most, 1), 2), dtype=torch.long)
+        span_mask = torch.zeros(spans.shape[:2], dtype=torch.bool)
+        labels = torch.full(spans.shape[:2], -100, dtype=torch.long)
+        for row, (ex, sp) in enumerate(zip(examples, per_example, strict=True)):
+            spans[row, : len(sp)] = sp
+            span_mask[row, : len(sp)] = True
+            if ex.has_gold:
+                gold = {(s, e): label for s, e, label in ex.gold_spans}
+                labels[row, : len(sp)] = torch.tensor(
+                    [gold.get((s, e), 0) for s, e in sp.tolist()], dtype=torch.long
+                )
+        batch.update(spans=spans, span_mask=span_mask, span_labels=labels)
+        if self.uses_filter:
+            # A word is "entity" when any gold span covers it; words outside focus: no gold.
+            targets = torch.full(batch["word_mask"].shape, -1.0)
+            targets[sentence_mask(examples, targets.size(1))] = 0.0
+            for row, ex in enumerate(examples):
+                for s, e, _ in ex.gold_spans:
+                    targets[row, s:e] = 1.0
+            batch["filter_targets"] = targets
+        return batch
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: dict[str, Any]) -> Output:
+        text = self.encode(batch)  # (B, T, H), the encoder minus its last layer
+        spans, span_mask = batch["spans"], batch["span_mask"]  # (B, S, 2), (B, S)
+        stats: dict[str, float] = {}
+        loss = torch.zeros((), device=text.device)
+        filter_logits = None
+        if self.uses_filter:
+            words = gather_words(text, batch["word_starts"])  # (B, W, H)
+            filter_logits = self.token_filter(words).squeeze(-1)  # (B, W)
+            if batch["has_gold"]:
+                targets = batch["filter_targets"]
+                known = targets >= 0
+                loss = loss + F.binary_cross_entropy_with_logits(
+                    filter_logits[known], targets[known]
+                )
+            if not self.training:
+                spans, span_mask, kept = self._filter(spans, span_mask, filter_logits)
+                stats = {"spans": float(batch["span_mask"].sum()), "spans_kept": float(kept)}
+        logits = self._classify(text, batch, spans, span_mask)  # (B, S, 1 + labels)
+        # Filtered spans no longer line up with the gold labels: no span loss then.
+        if batch["has_gold"] and (self.training or not self.uses_filter):
+            loss = loss + F.cross_entropy(
+                logits.flatten(0, 1), batch["span_labels"].flatten(), ignore_index=-100
+            )
+        return Output(
+            loss=loss if batch["has_gold"] else None,
+            tensors={"logits": logits, "spans": spans, "span_mask": span_mask},
+            stats=stats,
+        )
+
+    def _classify(self, text, batch, spans, span_mask) -> torch.Tensor:
+        b = text.size(0)
+        rows = torch.arange(b, device=text.device).unsqueeze(1)
+        starts = batch["word_starts"][rows, spans[..., 0]]  # (B, S) subword of first word
+        ends = batch["word_starts"][rows, spans[..., 1] - 1]  # (B, S) subword of last word
+        start_pos, end_pos = self._positions(starts), self._positions(ends)  # (B, S, H)
+        queries = torch.stack(
+            [self.start_query + start_pos, self.end_query + end_pos], dim=2
+        )  # (B, S, 2, H)
+        decoded = self.decoder(queries, text, batch["attention_mask"].bool())  # (B, S, 2, H)
+        pair = self.head_mlp(decoded).flatten(2)  # (B, S, 2H)
+        return self.classifier(pair)
+
+    def _positions(self, subword_index: torch.Tensor) -> torch.Tensor:
+        if self.own_positions is not None:
+            return self.own_positions(subword_index)
+        return encoder_position_embeddings(self.encoder)(subword_index)
+
+    def _filter(self, spans, span_mask, filter_logits):
+        """Keep spans whose every word passes the filter; repack them densely (B, S', 2)."""
+        threshold = self.config.hyper.get("filter_threshold", 0.5)
+        passing = filter_logits.sigmoid() >= threshold  # (B, W)
+        # A span passes when no word in it fails: count failures with a prefix sum.
+        fails = torch.cat(
+            [torch.zeros_like(passing[:, :1], dtype=torch.long), (~passing).long().cumsum(1)], 1
+        )  # (B, W + 1)
+        rows = torch.arange(spans.size(0), device=spans.device).unsqueeze(1)
+        bad = fails[rows, spans[..., 1]] - fails[rows, spans[..., 0]]
+        keep = span_mask & (bad == 0)  # (B, S)
+        counts = keep.sum(1)
+        width = max(int(counts.max()) if counts.numel() else 0, 1)
+        # Stable sort puts kept spans first, in their original order.
+        order = torch.sort((~keep).long(), dim=1, stable=True).indices[:, :width]
+        packed = spans.gather(1, order.unsqueeze(-1).expand(-1, -1, 2))
+        packed_mask = keep.gather(1, order)
+        return packed, packed_mask, int(counts.sum())
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
+        probs = output.tensors["logits"].float().softmax(-1)  # (B, S, 1 + labels)
+        score, label = probs.max(-1)
+        is_entity = (label > 0) & output.tensors["span_mask"]
+        spans = output.tensors["spans"]
+        nested = self.config.hyper.get("nested", True)
+        predictions = []
+        for row in range(len(batch["examples"])):
+            found = [
+                SpanPrediction(s, e, self.config.labels[k - 1], p)
+                for (s, e), k, p in zip(
+                    spans[row][is_entity[row]].tolist(),
+                    label[row][is_entity[row]].tolist(),
+                    score[row][is_entity[row]].tolist(),
+                    strict=True,
+                )
+            ]
+            predictions.append(Prediction(spans=found if nested else _greedy_flat(found)))
+        return predictions
+
+
+@register("sf-spandec")
+class SFSpanDec(SpanDec):
+    uses_filter = True
+
+    def calibrate(self, dev_score) -> dict[str, Any]:
+        """Choose the filter threshold on dev: the highest one whose F1 is within 0.1 of the
+        best, since a higher threshold prunes more spans (faster) at equal accuracy."""
+        results = {}
+        for threshold in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
+            self.config.hyper["filter_threshold"] = threshold
+            results[threshold] = dev_score()
+        best = max(results.values())
+        chosen = max(t for t, f1 in results.items() if f1 >= best - 0.1)
+        self.config.hyper["filter_threshold"] = chosen
+        return {"filter_threshold": chosen, "dev_f1_by_threshold": results}
+
+
+def _greedy_flat(spans: list[SpanPrediction]) -> list[SpanPrediction]:
+    """Most confident first, drop spans overlapping an already kept one (flat NER data)."""
+    kept: list[SpanPrediction] = []
+    for span in sorted(spans, key=lambda sp: -sp.score):
+        if all(span.end <= k.start or span.start >= k.end for k in kept):
+            kept.append(span)
+    return sorted(kept, key=lambda sp: (sp.start, sp.end))
+
+
+def _init_from_layer(decoder: SpanDecoderLayer, layer: nn.Module) -> None:
+    """Start the decoder from the encoder layer it replaces (BERT-style layers), so the span
+    queries read the text the way that layer did; other encoders start from random weights."""
+    pairs = {
+        "query": ("attention", "self", "query"),
+        "key": ("attention", "self", "key"),
+        "value": ("attention", "self", "value"),
+        "out": ("attention", "output", "dense"),
+    }
+    with torch.no_grad():
+        for ours, path in pairs.items():
+            source = layer
+            for name in path:
+                source = getattr(source, name, None)
+            target = getattr(decoder, ours)
+            if isinstance(source, nn.Linear) and source.weight.shape == target.weight.shape:
+                target.weight.copy_(source.weight)
+                target.bias.copy_(source.bias)
+        up = getattr(getattr(layer, "intermediate", None), "dense", None)
+        down = getattr(getattr(layer, "output", None), "dense", None)
+        if (
+            isinstance(up, nn.Linear)
+            and isinstance(down, nn.Linear)
+            and up.weight.shape == decoder.mlp[0].weight.shape
+            and down.weight.shape == decoder.mlp[2].weight.shape
+        ):
+            decoder.mlp[0].weight.copy_(up.weight)
+            decoder.mlp[0].bias.copy_(up.bias)
+            decoder.mlp[2].weight.copy_(down.weight)
+            decoder.mlp[2].bias.copy_(down.bias)
