@@ -26,6 +26,8 @@ def build_tiny_encoder(path: Path, words: set[str], *, seed: int = 0) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     BertModel(config).save_pretrained(str(path))
     return path

@@ -36,9 +36,9 @@ def _root(
 
 
 def _register() -> None:
-    from nerx.cli import convert, evaluate
+    from nerx.cli import convert, evaluate, extract, train
 
-    for module in (convert, evaluate):
+    for module in (convert, train, extract, evaluate):
         module.register(app)
 
 

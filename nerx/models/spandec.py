@@ -54,9 +54,16 @@ def enumerate_spans(sentences: Sequence[tuple[int, int]], max_length: int) -> to
 
 
 class SpanDecoderLayer(nn.Module):
-    """Pre-norm cross-attention of span queries over ``[own two queries, text]`` + MLP."""
+    """Pre-norm cross-attention of span queries over ``[own two queries, text]``.
 
-    def __init__(self, hidden: int, heads: int, mlp_hidden: int, dropout: float) -> None:
+    A query depends only on its word's position, so its projections and its attention over
+    the text are computed once per *word*: (B, W, T), not per span. Per span only the 2 x 2
+    "own" scores are new; they are merged with the per-word text term through a shared
+    log-sum-exp, which gives exactly the softmax over ``[q_i, q_j, z_1..z_L]`` without ever
+    building a (spans x text) or (spans x spans) tensor.
+    """
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} is not divisible by {heads} heads")
@@ -67,34 +74,56 @@ class SpanDecoderLayer(nn.Module):
         self.key = nn.Linear(hidden, hidden)
         self.value = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, hidden)
-        self.norm_mlp = nn.LayerNorm(hidden)
-        self.mlp = nn.Sequential(
-            nn.Linear(hidden, mlp_hidden), nn.GELU(), nn.Linear(mlp_hidden, hidden)
-        )
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, queries: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
+        self,
+        start_queries: torch.Tensor,
+        end_queries: torch.Tensor,
+        spans: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
     ) -> torch.Tensor:
-        # queries (B, S, 2, H); text (B, T, H); text_mask (B, T) bool
-        b, s, _, h = queries.shape
+        # start/end_queries (B, W, H) per word; spans (B, S, 2) word (start, last);
+        # text (B, T, H); text_mask (B, T) bool. Returns (B, S, 2, H).
+        b, _, h = start_queries.shape
         split = (self.heads, self.head_dim)
-        q_norm, t_norm = self.norm_query(queries), self.norm_text(text)
-        q = self.query(q_norm).view(b, s, 2, *split)  # (B, S, 2, heads, d)
-        k_own = self.key(q_norm).view(b, s, 2, *split)
-        v_own = self.value(q_norm).view(b, s, 2, *split)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        t_norm = self.norm_text(text)
         k_text = self.key(t_norm).view(b, -1, *split)  # (B, T, heads, d)
         v_text = self.value(t_norm).view(b, -1, *split)
-        scale = 1.0 / math.sqrt(self.head_dim)
-        own = torch.einsum("bsqhd,bskhd->bhsqk", q, k_own) * scale  # (B, heads, S, 2, 2)
-        txt = torch.einsum("bsqhd,bthd->bhsqt", q, k_text) * scale  # (B, heads, S, 2, T)
-        txt = txt.masked_fill(~text_mask[:, None, None, None, :], torch.finfo(txt.dtype).min)
-        weights = self.dropout(torch.cat([own, txt], dim=-1).softmax(-1))
-        mixed = torch.einsum("bhsqk,bskhd->bsqhd", weights[..., :2], v_own) + torch.einsum(
-            "bhsqt,bthd->bsqhd", weights[..., 2:], v_text
-        )  # (B, S, 2, heads, d)
-        x = queries + self.dropout(self.out(mixed.reshape(b, s, 2, h)))
-        return x + self.dropout(self.mlp(self.norm_mlp(x)))
+        rows = torch.arange(b, device=spans.device).unsqueeze(1)
+        q, k, v, text_max, text_sum, text_mix = [], [], [], [], [], []
+        for queries, words in ((start_queries, spans[..., 0]), (end_queries, spans[..., 1])):
+            normed = self.norm_query(queries)
+            qw = self.query(normed).view(b, -1, *split)  # (B, W, heads, d)
+            scores = torch.einsum("bwhd,bthd->bhwt", qw, k_text) * scale  # (B, heads, W, T)
+            scores = scores.masked_fill(~text_mask[:, None, None, :], float("-inf"))
+            peak = scores.amax(-1, keepdim=True)  # (B, heads, W, 1)
+            weights = (scores - peak).exp()
+            mix = torch.einsum("bhwt,bthd->bwhd", weights, v_text)  # (B, W, heads, d)
+            # Gather the per-word pieces for each span's start (or end) word: (B, S, ...)
+            q.append(qw[rows, words])
+            k.append(self.key(normed).view(b, -1, *split)[rows, words])
+            v.append(self.value(normed).view(b, -1, *split)[rows, words])
+            text_max.append(peak.squeeze(-1).transpose(1, 2)[rows, words])  # (B, S, heads)
+            text_sum.append(weights.sum(-1).transpose(1, 2)[rows, words])  # (B, S, heads)
+            text_mix.append(mix[rows, words])  # (B, S, heads, d)
+        q_pair, k_pair, v_pair = (torch.stack(x, dim=2) for x in (q, k, v))  # (B, S, 2, heads, d)
+        own = torch.einsum("bsqhd,bskhd->bsqhk", q_pair, k_pair) * scale  # (B, S, 2, heads, 2)
+        t_max = torch.stack(text_max, dim=2)  # (B, S, 2, heads)
+        peak = torch.maximum(own.amax(-1), t_max)
+        own_w = (own - peak.unsqueeze(-1)).exp()  # (B, S, 2, heads, 2)
+        text_w = (t_max - peak).exp()  # (B, S, 2, heads)
+        total = own_w.sum(-1) + text_w * torch.stack(text_sum, dim=2)
+        mixed = torch.einsum("bsqhk,bskhd->bsqhd", own_w, v_pair) + text_w.unsqueeze(
+            -1
+        ) * torch.stack(text_mix, dim=2)
+        mixed = mixed / total.unsqueeze(-1)  # (B, S, 2, heads, d)
+        queries = torch.stack(
+            [start_queries[rows, spans[..., 0]], end_queries[rows, spans[..., 1]]], 2
+        )
+        return queries + self.dropout(self.out(mixed.reshape(*mixed.shape[:3], h)))
 
 
 @register("spandec")
@@ -109,10 +138,7 @@ class SpanDec(SpanModel):
         last_layer = encoder_layers(encoder)[-1]
         drop_last_layer(encoder)
         self.decoder = SpanDecoderLayer(
-            hidden,
-            hyper.get("decoder_heads", encoder.config.num_attention_heads),
-            hyper.get("decoder_mlp", encoder.config.intermediate_size),
-            dropout,
+            hidden, hyper.get("decoder_heads", encoder.config.num_attention_heads), dropout
         )
         _init_from_layer(self.decoder, last_layer)
         self.start_query = nn.Parameter(torch.randn(hidden) * 0.02)  # m_start
@@ -123,7 +149,10 @@ class SpanDec(SpanModel):
             if encoder_position_embeddings(encoder) is not None
             else nn.Embedding(self.window_size, hidden)
         )
-        self.head_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout))
+        # The shared MLP on both decoder outputs (pre-norm), then concat -> labels + O.
+        self.head_mlp = nn.Sequential(
+            nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout)
+        )
         self.classifier = nn.Linear(2 * hidden, 1 + len(config.labels))
         if self.uses_filter:
             self.token_filter = nn.Linear(hidden, 1)
@@ -188,15 +217,17 @@ class SpanDec(SpanModel):
         )
 
     def _classify(self, text, batch, spans, span_mask) -> torch.Tensor:
-        b = text.size(0)
-        rows = torch.arange(b, device=text.device).unsqueeze(1)
-        starts = batch["word_starts"][rows, spans[..., 0]]  # (B, S) subword of first word
-        ends = batch["word_starts"][rows, spans[..., 1] - 1]  # (B, S) subword of last word
-        start_pos, end_pos = self._positions(starts), self._positions(ends)  # (B, S, H)
-        queries = torch.stack(
-            [self.start_query + start_pos, self.end_query + end_pos], dim=2
+        # Queries per word: m_start / m_end + the position of the word's first subword.
+        positions = self._positions(batch["word_starts"])  # (B, W, H)
+        last_word = (spans[..., 1] - 1).clamp(min=0)
+        word_spans = torch.stack([spans[..., 0], last_word], dim=-1)  # (B, S, 2) inclusive
+        decoded = self.decoder(
+            self.start_query + positions,
+            self.end_query + positions,
+            word_spans,
+            text,
+            batch["attention_mask"].bool(),
         )  # (B, S, 2, H)
-        decoded = self.decoder(queries, text, batch["attention_mask"].bool())  # (B, S, 2, H)
         pair = self.head_mlp(decoded).flatten(2)  # (B, S, 2H)
         return self.classifier(pair)
 
@@ -274,7 +305,7 @@ def _greedy_flat(spans: list[SpanPrediction]) -> list[SpanPrediction]:
 
 def _init_from_layer(decoder: SpanDecoderLayer, layer: nn.Module) -> None:
     """Start the decoder from the encoder layer it replaces (BERT-style layers), so the span
-    queries read the text the way that layer did; other encoders start from random weights."""
+    queries read the text the way that layer's attention did; other encoders start at random."""
     pairs = {
         "query": ("attention", "self", "query"),
         "key": ("attention", "self", "key"),
@@ -290,15 +321,3 @@ def _init_from_layer(decoder: SpanDecoderLayer, layer: nn.Module) -> None:
             if isinstance(source, nn.Linear) and source.weight.shape == target.weight.shape:
                 target.weight.copy_(source.weight)
                 target.bias.copy_(source.bias)
-        up = getattr(getattr(layer, "intermediate", None), "dense", None)
-        down = getattr(getattr(layer, "output", None), "dense", None)
-        if (
-            isinstance(up, nn.Linear)
-            and isinstance(down, nn.Linear)
-            and up.weight.shape == decoder.mlp[0].weight.shape
-            and down.weight.shape == decoder.mlp[2].weight.shape
-        ):
-            decoder.mlp[0].weight.copy_(up.weight)
-            decoder.mlp[0].bias.copy_(up.bias)
-            decoder.mlp[2].weight.copy_(down.weight)
-            decoder.mlp[2].bias.copy_(down.bias)

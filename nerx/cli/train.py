@@ -1,0 +1,144 @@
+"""``nerx train TRAIN --dev DEV --model KIND``: fine-tune a span model, save the best epoch."""
+
+from __future__ import annotations
+
+import typer
+
+from nerx.cli.common import err_console, handles_errors
+
+HELP = """Fine-tune a span model on an encoder and save it as a model directory.
+
+Reads any format nerx reads; labels come from the training data. Scores dev every epoch with
+the metric of [bold]nerx eval[/], keeps the best epoch, stops early, logs metrics.jsonl.
+
+[dim]Examples:[/]
+  nerx train eng.train --dev eng.testa --model spandec --output models/conll
+  nerx train train.jsonl --dev dev.jsonl --model token --encoder bert-base-cased --epochs 5
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=HELP, no_args_is_help=True)(train_command)
+
+
+@handles_errors
+def train_command(
+    train_path: str = typer.Argument(..., metavar="TRAIN", help="Training data (any format)."),
+    dev_path: str = typer.Option(..., "--dev", help="Dev data, scored every epoch."),
+    kind: str = typer.Option(
+        "spandec", "--model", "-m", help="Model kind: token, spandec, sf-spandec."
+    ),
+    encoder: str = typer.Option(
+        "minilm",
+        "--encoder",
+        "-e",
+        help="Hugging Face encoder name or path; 'minilm' is the bundled MiniLM-L6.",
+    ),
+    output: str = typer.Option(
+        ..., "--output", "-o", help="Directory for the model, metrics.jsonl and the checkpoint."
+    ),
+    from_format: str | None = typer.Option(
+        None, "--from", "-f", help="Format of TRAIN and DEV, when detection is not enough."
+    ),
+    epochs: int = typer.Option(3, min=1, help="Passes over the training data."),
+    batch_size: int = typer.Option(16, min=1, help="Windows per optimisation step."),
+    lr: float = typer.Option(5e-5, help="Learning rate of the encoder."),
+    head_lr_multiplier: float = typer.Option(
+        10.0, help="Learning rate multiplier of the new heads."
+    ),
+    weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not on biases and norms)."),
+    warmup: float = typer.Option(0.1, min=0.0, max=1.0, help="Fraction of steps spent warming up."),
+    schedule: str = typer.Option(
+        "linear", help="Learning-rate schedule after warmup: linear or onecycle."
+    ),
+    max_span_length: int = typer.Option(8, min=1, help="Longest candidate span, in words."),
+    patience: int = typer.Option(
+        2, min=1, help="Stop after this many epochs without a better dev score."
+    ),
+    seed: int = typer.Option(13, help="Random seed."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    limit: int | None = typer.Option(None, min=1, help="Use only the first N training documents."),
+    resume: bool = typer.Option(False, help="Continue from the checkpoint in OUTPUT."),
+) -> None:
+    from nerx.io import read
+    from nerx.train import TrainSettings, train
+
+    train_docs = list(read(train_path, from_format))
+    if limit:
+        train_docs = train_docs[:limit]
+    dev_docs = list(read(dev_path, from_format))
+    settings = TrainSettings(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=lr,
+        head_lr_multiplier=head_lr_multiplier,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        schedule=schedule,
+        max_span_length=max_span_length,
+        patience=patience,
+        seed=seed,
+        device=device,
+    )
+    err_console.print(
+        f"training [bold]{kind}[/] on {len(train_docs)} documents ({train_path}), "
+        f"dev {len(dev_docs)} documents, encoder {encoder}"
+    )
+    with _TrainingProgress() as progress:
+        result = train(
+            train_docs,
+            dev_docs,
+            kind=kind,
+            encoder=encoder,
+            output=output,
+            settings=settings,
+            resume=resume,
+            on_step=progress.step,
+            on_epoch=progress.epoch,
+        )
+    err_console.print(
+        f"[green]best dev F1 {result.best_score:.2f}[/] at epoch {result.best_epoch}; "
+        f"model saved to [bold]{result.output}[/]"
+    )
+    if result.calibration:
+        chosen = {k: v for k, v in result.calibration.items() if not isinstance(v, dict)}
+        err_console.print(f"chosen on dev: {chosen}")
+
+
+class _TrainingProgress:
+    """A rich progress bar per epoch with the loss and examples/s, on stderr."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[rate]:.1f} ex/s"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._bar.__enter__()
+        self._task = None
+        self._epoch = 0
+        return self
+
+    def step(self, p) -> None:
+        if self._task is None or p.epoch != self._epoch:
+            self._epoch = p.epoch
+            self._task = self._bar.add_task(
+                "", total=p.steps_per_epoch, epoch=p.epoch, loss=p.loss, rate=0.0
+            )
+        self._bar.update(self._task, completed=p.step, loss=p.loss, rate=p.examples_per_second)
+
+    def epoch(self, record: dict) -> None:
+        mark = " [green](best)[/]" if record["best"] else ""
+        self._bar.console.print(
+            f"epoch {record['epoch']}: dev {record['metric']} F1 {record['dev_f1']:.2f}{mark}"
+        )
+
+    def __exit__(self, *exc):
+        return self._bar.__exit__(*exc)
