@@ -7,34 +7,89 @@ pulls in torch only when a model is used.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Document": "nerx.doc",
-    "Entity": "nerx.doc",
-    "Relation": "nerx.doc",
-    "NerxError": "nerx.errors",
-    "read": "nerx.io",
-    "write": "nerx.io",
-    "convert": "nerx.io",
-    "Report": "nerx.io",
-    "evaluate": "nerx.evaluate",
+    "Document": ("nerx.doc", "Document"),
+    "Entity": ("nerx.doc", "Entity"),
+    "Relation": ("nerx.doc", "Relation"),
+    "NerxError": ("nerx.errors", "NerxError"),
+    "read": ("nerx.io", "read"),
+    "write": ("nerx.io", "write"),
+    "convert": ("nerx.io", "convert"),
+    "Report": ("nerx.io", "Report"),
+    "evaluate": ("nerx.evaluate", "evaluate"),
+    "load": ("nerx.models", "load_model"),
+    "extract": ("nerx.extract", "extract"),
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "Document",
+    "Entity",
+    "Relation",
+    "NerxError",
+    "read",
+    "write",
+    "convert",
+    "Report",
+    "evaluate",
+    "load",
+    "extract",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from nerx.doc import Document, Entity, Relation
     from nerx.errors import NerxError
     from nerx.evaluate import evaluate
+    from nerx.extract import extract
     from nerx.io import Report, convert, read, write
+    from nerx.models import load_model as load
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        module, attribute = _EXPORTS[name]
+        value = getattr(importlib.import_module(module), attribute)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'nerx' has no attribute {name!r}")
+
+
+class _RegisterWithSpacy(importlib.abc.MetaPathFinder):
+    """Registers ``Doc._.relations`` the moment ``spacy.tokens`` is imported, so relations in a
+    DocBin read back as ``doc._.relations`` once nerx is imported, whichever comes first,
+    without making ``import nerx`` (and the CLI's start) pay for importing spaCy."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "spacy.tokens":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _register_spacy_extensions()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _register_spacy_extensions() -> None:
+    from nerx.spacy_ext import register_extensions
+
+    register_extensions()
+
+
+if "spacy.tokens" in sys.modules:
+    _register_spacy_extensions()
+elif not any(isinstance(f, _RegisterWithSpacy) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWithSpacy())

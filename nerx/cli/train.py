@@ -52,6 +52,9 @@ def train_command(
         "linear", help="Learning-rate schedule after warmup: linear or onecycle."
     ),
     max_span_length: int = typer.Option(8, min=1, help="Longest candidate span, in words."),
+    window: int | None = typer.Option(
+        None, min=16, help="Subwords per window (default: the encoder's maximum). Smaller windows train faster."
+    ),
     patience: int = typer.Option(
         2, min=1, help="Stop after this many epochs without a better dev score."
     ),
@@ -76,6 +79,7 @@ def train_command(
         warmup=warmup,
         schedule=schedule,
         max_span_length=max_span_length,
+        window=window,
         patience=patience,
         seed=seed,
         device=device,
