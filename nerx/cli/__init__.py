@@ -11,7 +11,9 @@ app = typer.Typer(
     help=(
         "Span-based named-entity recognition and relation extraction.\n\n"
         "Read JSONL, CoNLL, spaCy DocBin and BRAT; train span models; extract entities and "
-        "relations; evaluate against gold."
+        "relations; evaluate against gold.\n\n"
+        "[dim]Example:[/]\n\n"
+        "  nerx extract corpus.jsonl --model models/conll -o predictions.jsonl"
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",

@@ -66,6 +66,9 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
         for name, module in FORMATS.items():
             if module.sniff(head):
                 return name
+    if not for_writing and not p.exists():
+        # A mistyped path (eng.trian) must say so, not that its format is unknown.
+        raise UnknownFormatError(f"no such file or directory: {display_name(path)}")
     raise UnknownFormatError(
         f"cannot tell the format of {display_name(path)!r} from its suffix or content",
         hint=f"name it with --from/--to, one of: {_choices()}",

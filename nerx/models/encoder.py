@@ -207,10 +207,17 @@ def _split_sentence(
         if end >= e:
             break
         start = max(start + 1, end - overlap)
+        # Long words can stop the next piece at this one's end; it would own no new word, and
+        # the focus boundaries after it would leave their pieces. Start late enough to go past.
+        while start < end and sum(lengths[start : end + 1]) > budget:
+            start += 1
     windows = []
     for k, (ps, pe) in enumerate(pieces):
         focus_start = ps if k == 0 else windows[-1].focus_end
-        focus_end = pe if k == len(pieces) - 1 else max(focus_start + 1, pe - overlap // 2)
+        if k == len(pieces) - 1:
+            focus_end = pe
+        else:  # never short of the next piece's start, or the words between would be unowned
+            focus_end = max(focus_start + 1, pe - overlap // 2, pieces[k + 1][0])
         windows.append(Window(ps, pe, focus_start, focus_end, ((ps, pe),), piece=k + 1))
     return windows
 

@@ -1,0 +1,195 @@
+"""``nerx train`` and ``nerx extract`` through the command line, on the tiny random encoder:
+a model directory, JSONL on stdout, files that ``nerx eval`` and ``nerx.read`` accept, and
+user mistakes that end in one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nerx.cli import app
+from nerx.evaluate import evaluate
+from nerx.io import read
+from nerx.models import MODELS
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
+NEWS = str(SAMPLES / "news.jsonl")
+RAW = str(SAMPLES / "news_raw.jsonl")
+EPOCHS = 60
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_dir(runner, tiny_encoder, tmp_path_factory) -> Path:
+    """A spandec model trained from the command line, long enough to find some entities."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from more, and cores are shared
+    out = tmp_path_factory.mktemp("cli-model")
+    try:
+        result = runner.invoke(
+            app,
+            [
+                "train",
+                NEWS,
+                "--dev",
+                NEWS,
+                "--model",
+                "spandec",
+                "--encoder",
+                tiny_encoder,
+                "-o",
+                str(out),
+                "--epochs",
+                str(EPOCHS),
+                "--lr",
+                "0.003",
+                "--head-lr-multiplier",
+                "3",
+                "--warmup",
+                "0",
+                "--batch-size",
+                "2",
+                "--patience",
+                str(EPOCHS),
+                "--device",
+                "cpu",
+            ],
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.stderr
+    assert "best dev F1" in result.stderr
+    return out
+
+
+def invoke(runner, *args: str):
+    return runner.invoke(app, list(args))
+
+
+def entity_rows(doc) -> set[tuple[int, int, str]]:
+    return {(e.start, e.end, e.label) for e in doc.entities}
+
+
+def test_train_writes_a_model_directory(model_dir):
+    assert {"config.json", "model.safetensors", "metrics.jsonl"} <= {
+        p.name for p in model_dir.iterdir()
+    }
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    assert config["kind"] == "spandec"
+    assert config["labels"] == ["LOC", "MISC", "ORG", "PER"]
+    assert config["hyper"]["nested"] is True  # "Oslo" nests in "University of Oslo"
+    lines = (model_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, EPOCHS + 1))
+
+
+def test_extract_raw_text_writes_jsonl_to_stdout(runner, model_dir):
+    result = invoke(runner, "extract", RAW, "--model", str(model_dir))
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    texts = [json.loads(line)["text"] for line in Path(RAW).read_text().splitlines()]
+    docs = [json.loads(line) for line in lines]
+    assert [doc["text"] for doc in docs] == texts
+    assert [doc["id"] for doc in docs] == [str(i) for i in range(1, len(texts) + 1)]
+    entities = [e for doc in docs for e in doc["entities"]]
+    assert entities, "the trained model should find some entities"
+    for doc in docs:
+        starts = {s for s, _ in doc["tokens"]}
+        ends = {e for _, e in doc["tokens"]}
+        for e in doc["entities"]:
+            assert 0.0 < e["score"] <= 1.0
+            assert e["start"] in starts and e["end"] in ends
+    assert "5 documents" in result.stderr
+
+
+def test_extract_to_a_file_then_eval(runner, model_dir, tmp_path):
+    pred = tmp_path / "pred.jsonl"
+    result = invoke(runner, "extract", NEWS, "--model", str(model_dir), "-o", str(pred))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert len(list(read(pred))) == 5
+
+    scored = invoke(runner, "eval", NEWS, str(pred), "--json")
+    assert scored.exit_code == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    expected = evaluate(NEWS, str(pred))
+    assert report["documents"] == 5
+    assert report["entities"]["tp"] == expected.entities.tp > 0
+    assert report["entities"]["f1"] == pytest.approx(expected.entities.f1)
+
+
+@pytest.fixture(scope="module")
+def jsonl_predictions(runner, model_dir, tmp_path_factory) -> list:
+    pred = tmp_path_factory.mktemp("pred") / "pred.jsonl"
+    result = invoke(runner, "extract", NEWS, "--model", str(model_dir), "-o", str(pred))
+    assert result.exit_code == 0, result.stderr
+    return list(read(pred))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("docbin", "pred.spacy"), ("brat", "pred_brat"), ("conll", "pred.conll")]
+)
+def test_extract_writes_other_formats(runner, model_dir, jsonl_predictions, tmp_path, fmt, name):
+    target = tmp_path / name
+    result = invoke(
+        runner, "extract", NEWS, "--model", str(model_dir), "--to", fmt, "-o", str(target)
+    )
+    assert result.exit_code == 0, result.stderr
+    assert target.exists()
+    back = list(read(target, fmt))
+    assert len(back) == len(jsonl_predictions)
+    if fmt == "conll":
+        # CoNLL keeps words, not the original spacing or ids: compare what the entities say.
+        for doc, ref in zip(back, jsonl_predictions, strict=True):
+            got = sorted((doc.text[e.start : e.end], e.label) for e in doc.entities)
+            want = sorted((ref.text[e.start : e.end], e.label) for e in ref.entities)
+            assert got == want
+    else:
+        assert [doc.id for doc in back] == [doc.id for doc in jsonl_predictions]
+        for doc, ref in zip(back, jsonl_predictions, strict=True):
+            assert doc.text == ref.text
+            assert entity_rows(doc) == entity_rows(ref)
+    assert any(doc.entities for doc in back)
+
+
+def test_extract_without_a_model_is_a_clear_error(runner):
+    result = invoke(runner, "extract", RAW)
+    assert result.exit_code == 2
+    assert "no model given" in result.stderr and "--model" in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_extract_with_a_directory_that_is_no_model(runner, tmp_path):
+    result = invoke(runner, "extract", RAW, "--model", str(tmp_path))
+    assert result.exit_code == 2
+    assert "not a nerx model directory" in result.stderr
+
+
+def test_train_with_an_unknown_kind_lists_the_choices(runner, tiny_encoder, tmp_path):
+    out = tmp_path / "never"
+    result = invoke(
+        runner,
+        "train",
+        NEWS,
+        "--dev",
+        NEWS,
+        "--model",
+        "no-such-model",
+        "--encoder",
+        tiny_encoder,
+        "-o",
+        str(out),
+    )
+    assert result.exit_code == 2
+    assert "unknown model kind 'no-such-model'" in result.stderr
+    assert all(kind in result.stderr for kind in MODELS)
+    assert "Traceback" not in result.output
+    assert not out.exists()
