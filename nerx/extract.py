@@ -54,7 +54,9 @@ def resolve_device(device: str = "auto") -> torch.device:
             f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N"
         ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but no GPU is available", hint="use --device cpu")
+        raise ConfigError(
+            f"device {device!r} asked for, but no GPU is available", hint="use --device cpu"
+        )
     return resolved
 
 
@@ -96,7 +98,9 @@ class TextPreparer:
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {
+        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+    }
 
 
 def autocast(device: torch.device):

@@ -23,7 +23,14 @@ import torch
 from nerx.doc import Document
 from nerx.errors import ConfigError
 from nerx.extract import TextPreparer, autocast, move_batch, predict_documents, resolve_device
-from nerx.models.base import Example, ModelConfig, SpanModel, model_class, save_model
+from nerx.models.base import (
+    Example,
+    ModelConfig,
+    SpanModel,
+    dedupe_shared,
+    model_class,
+    save_model,
+)
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_NAME = "metrics.jsonl"
@@ -124,9 +131,7 @@ def train(
         training={**asdict(settings), "train_documents": len(train_docs)},
     )
     model = model_class(kind).create(config).to(device)
-    examples = [
-        ex for i, doc in enumerate(train_docs) for ex in model.prepare(doc, i, gold=True)
-    ]
+    examples = [ex for i, doc in enumerate(train_docs) for ex in model.prepare(doc, i, gold=True)]
     batches_per_epoch = math.ceil(len(examples) / settings.batch_size)
     optimizer = _optimizer(model, settings)
     scheduler = _scheduler(optimizer, settings, batches_per_epoch * settings.epochs)
@@ -195,7 +200,9 @@ def train(
     if calibration:
         best.config.training["calibration"] = calibration
         save_model(best, output)
-    return TrainResult(output, state["best_epoch"], state["best_score"], state["history"], calibration)
+    return TrainResult(
+        output, state["best_epoch"], state["best_score"], state["history"], calibration
+    )
 
 
 def _score_with(model: SpanModel, dev_docs, settings: TrainSettings, metric: str) -> float:
@@ -271,7 +278,8 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> No
     from safetensors.torch import save_file
 
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(dedupe_shared(weights), str(path / "model.safetensors"))
     opt = optimizer.state_dict()
     tensors, plain = {}, {}
     for param_id, values in opt["state"].items():

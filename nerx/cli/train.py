@@ -53,7 +53,9 @@ def train_command(
     ),
     max_span_length: int = typer.Option(8, min=1, help="Longest candidate span, in words."),
     window: int | None = typer.Option(
-        None, min=16, help="Subwords per window (default: the encoder's maximum). Smaller windows train faster."
+        None,
+        min=16,
+        help="Subwords per window (default: the encoder's maximum). Smaller windows train faster.",
     ),
     patience: int = typer.Option(
         2, min=1, help="Stop after this many epochs without a better dev score."
@@ -64,8 +66,10 @@ def train_command(
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUTPUT."),
 ) -> None:
     from nerx.io import read
+    from nerx.models import model_class
     from nerx.train import TrainSettings, train
 
+    model_class(kind)  # an unknown kind fails before any data is read
     train_docs = list(read(train_path, from_format))
     if limit:
         train_docs = train_docs[:limit]

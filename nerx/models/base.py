@@ -316,13 +316,13 @@ def save_model(model: SpanModel, path: str | os.PathLike) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(model.config.to_json() + "\n", encoding="utf-8")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(_dedupe_shared(state), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_file(dedupe_shared(state), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     model.tokenizer.save_pretrained(str(out))
     model.encoder_config.save_pretrained(str(out / ENCODER_DIR))
     return out
 
 
-def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses tensors that share memory (tied weights): clone them apart."""
     seen: set[int] = set()
     result = {}
