@@ -144,3 +144,24 @@ def test_conversion_keeps_what_the_target_holds(shared_data, tmp_path, name, to)
         held_relations,
     )
     assert not back.lost
+
+
+def test_conll2003_train_through_docbin_keeps_iob2_tags(shared_data, tmp_path):
+    """CoNLL-2003 train -> DocBin -> CoNLL gives the same IOB2 tag sequence, token for token."""
+    source = shared_data / "conll2003" / "eng.train"
+    nerx.convert(source, tmp_path / "train.spacy")
+    nerx.convert(tmp_path / "train.spacy", tmp_path / "train.conll")
+    nerx.convert(source, tmp_path / "direct.conll", to_format="conll")
+
+    def word_tags(path):
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            parts = line.split()
+            if parts and parts[0] != "-DOCSTART-":
+                rows.append((parts[0], parts[-1]))
+        return rows
+
+    through_docbin = word_tags(tmp_path / "train.conll")
+    assert len(through_docbin) == 203_621  # every token of the README's count
+    assert through_docbin == word_tags(tmp_path / "direct.conll")
+    assert all(tag == "O" or tag[:2] in ("B-", "I-") for _, tag in through_docbin)
