@@ -140,12 +140,6 @@ def train(
         state = _load_checkpoint(output / CHECKPOINT_DIR, model, optimizer, scheduler)
     main_metric = "relations_strict" if model.predicts_relations else "entities"
 
-    def dev_score() -> float:
-        from nerx.evaluate import evaluate
-
-        predicted = predict_documents(model, dev_docs, batch_size=settings.eval_batch_size)
-        return getattr(evaluate(dev_docs, predicted), main_metric).f1 * 100
-
     rng = random.Random(settings.seed)
     for epoch in range(state["epoch"] + 1, settings.epochs + 1):
         model.train()
@@ -168,7 +162,7 @@ def train(
             if on_step:
                 rate = seen / max(time.perf_counter() - started, 1e-9)
                 on_step(Progress(epoch, step, batches_per_epoch, loss.item(), rate))
-        score = dev_score()
+        score = _score_with(model, dev_docs, settings, main_metric)
         record = {
             "epoch": epoch,
             "dev_f1": round(score, 4),
@@ -206,6 +200,7 @@ def train(
 
 
 def _score_with(model: SpanModel, dev_docs, settings: TrainSettings, metric: str) -> float:
+    """Dev F1 (in %) of the model as it stands, with the metric of ``nerx eval``."""
     from nerx.evaluate import evaluate
 
     predicted = predict_documents(model, dev_docs, batch_size=settings.eval_batch_size)

@@ -104,7 +104,8 @@ def _open_binary(source: str | os.PathLike) -> contextlib.AbstractContextManager
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """Read a whole UTF-8 file exactly (no newline translation), naming the line on bad bytes."""
+    """Read a whole UTF-8 file exactly (no newline translation, a leading BOM kept as a
+    character, since standoff offsets count it), naming the line on bad bytes."""
     data = sys.stdin.buffer.read() if str(path) == STDIO else Path(path).read_bytes()
     try:
         text = data.decode("utf-8")
@@ -115,7 +116,7 @@ def read_text(path: str | os.PathLike) -> str:
             where=f"{display_name(path)}:{line}",
             hint="nerx reads UTF-8; re-encode the file, e.g. with iconv -t UTF-8",
         ) from None
-    return text[1:] if text.startswith("\ufeff") else text
+    return text
 
 
 @contextlib.contextmanager

@@ -15,7 +15,6 @@ written back unchanged as long as the entities and relations they refer to are u
 
 from __future__ import annotations
 
-import codecs
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -134,15 +133,8 @@ def _missing_text(ann: Path) -> FormatError:
     )
 
 
-def _exact_text(txt: Path) -> str:
-    """The .txt with a leading BOM kept: BRAT decodes it as plain UTF-8, so offsets count it."""
-    text = read_text(txt)
-    with open(txt, "rb") as handle:
-        return "\ufeff" + text if handle.read(3) == codecs.BOM_UTF8 else text
-
-
 def _read_pair(stem: str, txt: Path, ann: Path | None, report: Report, strict: bool) -> Document:
-    text = _exact_text(txt)
+    text = read_text(txt)
     parsed = _AnnFile(display_name(ann or txt), txt.name, text, report, strict)
     if ann is not None:
         for number, line in iter_lines(ann):

@@ -204,7 +204,7 @@ class SpanDec(SpanModel):
             if not self.training:
                 spans, span_mask, kept = self._filter(spans, span_mask, filter_logits)
                 stats = {"spans": float(batch["span_mask"].sum()), "spans_kept": float(kept)}
-        logits = self._classify(text, batch, spans, span_mask)  # (B, S, 1 + labels)
+        logits = self._classify(text, batch, spans)  # (B, S, 1 + labels)
         # Filtered spans no longer line up with the gold labels: no span loss then.
         if batch["has_gold"] and (self.training or not self.uses_filter):
             loss = loss + F.cross_entropy(
@@ -216,7 +216,7 @@ class SpanDec(SpanModel):
             stats=stats,
         )
 
-    def _classify(self, text, batch, spans, span_mask) -> torch.Tensor:
+    def _classify(self, text, batch, spans) -> torch.Tensor:
         # Queries per word: m_start / m_end + the position of the word's first subword.
         positions = self._positions(batch["word_starts"])  # (B, W, H)
         last_word = (spans[..., 1] - 1).clamp(min=0)
