@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
 from nerx.doc import Document, Entity, Relation, maximal_non_overlapping
@@ -30,7 +30,14 @@ META_KEY = "nerx_meta"
 # the extension is registered in this process.
 RELATIONS_KEY = ("._.", "relations", None, None)
 
-__all__ = ["SPANS_KEY", "register_extensions", "to_spacy", "from_spacy", "document_order"]
+__all__ = [
+    "SPANS_KEY",
+    "register_extensions",
+    "to_spacy",
+    "from_spacy",
+    "annotate",
+    "document_order",
+]
 
 
 def register_extensions() -> None:
@@ -62,10 +69,24 @@ def to_spacy(document: Document, vocab: Vocab) -> Doc:
         spaces=layout.spaces,
         sent_starts=layout.sent_starts(document.sentences) if document.sentences else None,
     )
-    spans = [
-        Span(doc, layout.start_at[e.start], layout.end_at[e.end], label=e.label)
-        for e in document.entities
-    ]
+    annotate(doc, document)
+    doc.user_data[ID_KEY] = document.id
+    doc.user_data[META_KEY] = dict(document.meta)
+    return doc
+
+
+def annotate(doc: Doc, document: Document) -> None:
+    """Set ``doc.ents``, ``doc.spans["nerx"]`` and ``doc._.relations`` from ``document``,
+    whose entities must start and end on ``doc``'s token boundaries."""
+    spans = []
+    for i, e in enumerate(document.entities):
+        span = doc.char_span(e.start, e.end, label=e.label)
+        if span is None:
+            raise FormatError(
+                f"entity {i} ({e.start}-{e.end}) does not fall on token boundaries",
+                where=f"document {document.id!r}",
+            )
+        spans.append(span)
     doc.ents = [spans[i] for i in maximal_non_overlapping(document.entities)]
     order = document_order(document.entities)
     position = {old: new for new, old in enumerate(order)}
@@ -73,9 +94,6 @@ def to_spacy(document: Document, vocab: Vocab) -> Doc:
     doc.spans[SPANS_KEY].attrs["scores"] = [document.entities[i].score for i in order]
     register_extensions()
     doc._.relations = [_relation_dict(r, position) for r in document.relations]
-    doc.user_data[ID_KEY] = document.id
-    doc.user_data[META_KEY] = dict(document.meta)
-    return doc
 
 
 def _relation_dict(relation: Relation, position: dict[int, int]) -> dict[str, Any]:
@@ -101,8 +119,6 @@ class _Layout:
     def __init__(self, text: str, tokens: Sequence[tuple[int, int]], entities: Sequence[Entity]):
         self.words: list[str] = []
         self.spaces: list[bool] = []
-        self.start_at: dict[int, int] = {}  # char offset -> index of the spaCy token starting there
-        self.end_at: dict[int, int] = {}  # char offset -> 1 + index of the token ending there
         self.first_piece: list[int] = []  # nerx token -> index of its first spaCy token
         starts = {e.start for e in entities}
         ends = {e.end for e in entities}
@@ -126,10 +142,8 @@ class _Layout:
             after_word = False
 
     def _add(self, text: str, start: int, end: int) -> None:
-        self.start_at[start] = len(self.words)
         self.words.append(text[start:end])
         self.spaces.append(False)
-        self.end_at[end] = len(self.words)
 
     def sent_starts(self, sentences: Sequence[tuple[int, int]]) -> list[bool]:
         flags = [False] * len(self.words)

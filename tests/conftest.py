@@ -33,3 +33,55 @@ def tiny_encoder(tmp_path_factory) -> str:
 
     words = set(re.findall(r"\w+|[^\w\s]", (SAMPLES / "news.jsonl").read_text(encoding="utf-8")))
     return str(build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"), words))
+
+
+# Epochs for the tiny spandec model that the CLI, extraction and spaCy tests share.
+TRAIN_EPOCHS = 60
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_encoder, tmp_path_factory) -> Path:
+    """A spandec model trained from the command line, long enough to find some entities."""
+    import torch
+    from typer.testing import CliRunner
+
+    from nerx.cli import app
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from more, and cores are shared
+    out = tmp_path_factory.mktemp("cli-model")
+    try:
+        result = CliRunner().invoke(
+            app,
+            [
+                "train",
+                str(SAMPLES / "news.jsonl"),
+                "--dev",
+                str(SAMPLES / "news.jsonl"),
+                "--model",
+                "spandec",
+                "--encoder",
+                tiny_encoder,
+                "-o",
+                str(out),
+                "--epochs",
+                str(TRAIN_EPOCHS),
+                "--lr",
+                "0.003",
+                "--head-lr-multiplier",
+                "3",
+                "--warmup",
+                "0",
+                "--batch-size",
+                "2",
+                "--patience",
+                str(TRAIN_EPOCHS),
+                "--device",
+                "cpu",
+            ],
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.stderr
+    assert "best dev F1" in result.stderr
+    return out

@@ -40,7 +40,7 @@ def extract_command(
         None,
         "--to",
         "-t",
-        help="Output format: jsonl, docbin, brat, conll. Default: from -o's suffix, else jsonl.",
+        help="Output format: jsonl, docbin, brat, conll, html. Default: from -o's suffix, else jsonl.",
     ),
     from_format: str | None = typer.Option(
         None, "--from", "-f", help="Input format, when detection is not enough."

@@ -63,17 +63,29 @@ def train_command(
     seed: int = typer.Option(13, help="Random seed."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     limit: int | None = typer.Option(None, min=1, help="Use only the first N training documents."),
+    sentence_docs: bool = typer.Option(
+        False,
+        "--sentence-docs",
+        help="CoNLL input: every sentence its own document (shorter windows, more steps, no "
+        "cross-sentence context).",
+    ),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUTPUT."),
 ) -> None:
-    from nerx.io import read
+    from nerx.io import detect_format, read
     from nerx.models import model_class
     from nerx.train import TrainSettings, train
 
     model_class(kind)  # an unknown kind fails before any data is read
-    train_docs = list(read(train_path, from_format))
+
+    def load(path: str) -> list:
+        name = from_format or detect_format(path)
+        options = {"sentence_docs": True} if sentence_docs and name == "conll" else {}
+        return list(read(path, name, **options))
+
+    train_docs = load(train_path)
     if limit:
         train_docs = train_docs[:limit]
-    dev_docs = list(read(dev_path, from_format))
+    dev_docs = load(dev_path)
     settings = TrainSettings(
         epochs=epochs,
         batch_size=batch_size,

@@ -14,10 +14,10 @@ from types import ModuleType
 
 from nerx.doc import Document
 from nerx.errors import FormatError, UnknownFormatError
-from nerx.io import brat, conll, docbin, jsonl
+from nerx.io import brat, conll, docbin, html, jsonl
 from nerx.io.base import STDIO, Report, display_name, head_text
 
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (jsonl, conll, docbin, brat)}
+FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (jsonl, conll, docbin, brat, html)}
 
 # Read-only JSONL dialects: ``--from spert`` reads with the jsonl module in that dialect.
 DIALECTS: tuple[str, ...] = tuple(jsonl.DIALECTS)

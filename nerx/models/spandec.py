@@ -140,7 +140,10 @@ class SpanDec(SpanModel):
         self.decoder = SpanDecoderLayer(
             hidden, hyper.get("decoder_heads", encoder.config.num_attention_heads), dropout
         )
-        _init_from_layer(self.decoder, last_layer)
+        # Started from the layer it replaces, the decoder is pretrained, not a new head: it
+        # trains at the encoder's learning rate. At the head rate its attention drifts before
+        # the position queries learn to find their words, and training stalls on all-O.
+        self.decoder_pretrained = _init_from_layer(self.decoder, last_layer)
         self.start_query = nn.Parameter(torch.randn(hidden) * 0.02)  # m_start
         self.end_query = nn.Parameter(torch.randn(hidden) * 0.02)  # m_end
         # Encoders without absolute positions (RoPE, relative) get a learned table instead.
@@ -156,6 +159,12 @@ class SpanDec(SpanModel):
         self.classifier = nn.Linear(2 * hidden, 1 + len(config.labels))
         if self.uses_filter:
             self.token_filter = nn.Linear(hidden, 1)
+
+    def head_parameter_names(self) -> set[str]:
+        names = super().head_parameter_names()
+        if self.decoder_pretrained:
+            names = {n for n in names if not n.startswith("decoder.")}
+        return names
 
     # ------------------------------------------------------------------ batching
     def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
@@ -303,15 +312,17 @@ def _greedy_flat(spans: list[SpanPrediction]) -> list[SpanPrediction]:
     return sorted(kept, key=lambda sp: (sp.start, sp.end))
 
 
-def _init_from_layer(decoder: SpanDecoderLayer, layer: nn.Module) -> None:
+def _init_from_layer(decoder: SpanDecoderLayer, layer: nn.Module) -> bool:
     """Start the decoder from the encoder layer it replaces (BERT-style layers), so the span
-    queries read the text the way that layer's attention did; other encoders start at random."""
+    queries read the text the way that layer's attention did; other encoders start at random.
+    True when all four projections were copied."""
     pairs = {
         "query": ("attention", "self", "query"),
         "key": ("attention", "self", "key"),
         "value": ("attention", "self", "value"),
         "out": ("attention", "output", "dense"),
     }
+    copied = 0
     with torch.no_grad():
         for ours, path in pairs.items():
             source = layer
@@ -321,3 +332,5 @@ def _init_from_layer(decoder: SpanDecoderLayer, layer: nn.Module) -> None:
             if isinstance(source, nn.Linear) and source.weight.shape == target.weight.shape:
                 target.weight.copy_(source.weight)
                 target.bias.copy_(source.bias)
+                copied += 1
+    return copied == len(pairs)

@@ -1,0 +1,127 @@
+"""The ``nerx`` spaCy pipeline component.
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("nerx", config={"model": "news-ner"})   # a bundled name or a model directory
+    doc = nlp("Ada Lovelace worked in London.")
+    doc.ents, doc.spans["nerx"], doc._.relations
+
+spaCy finds the factory through the ``spacy_factories`` entry point, so nerx need not be
+imported first. Every ``spacy.Language`` imports this module when it is created, so it stays
+light: torch and the model load on first use, not on import.
+
+The model runs on the Doc's own tokens (whitespace tokens left out), with the Doc's sentences
+when a component before it set them and a sentencizer's otherwise. It sets ``doc.ents`` (the
+largest non-overlapping subset), ``doc.spans["nerx"]`` (every entity, scores in
+``.attrs["scores"]``) and ``doc._.relations`` (``head``/``tail`` index ``doc.spans["nerx"]``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+from spacy.language import Language
+from spacy.pipeline import Sentencizer
+from spacy.tokens import Doc
+
+from nerx.doc import Document
+from nerx.spacy_ext import annotate, from_spacy, register_extensions
+
+#: Written by ``to_disk``: where the model came from; the model itself goes in ``model/``.
+SOURCE_NAME = "nerx_source.json"
+MODEL_DIR = "model"
+
+
+@Language.factory(
+    "nerx",
+    default_config={"model": "news-ner", "batch_size": 32, "threshold": 0.0, "device": "auto"},
+)
+def make_nerx(
+    nlp: Language, name: str, model: str, batch_size: int, threshold: float, device: str
+) -> NerxComponent:
+    return NerxComponent(name, model, batch_size=batch_size, threshold=threshold, device=device)
+
+
+class NerxComponent:
+    """Runs a nerx model on spaCy Docs; see the module docstring for what it sets."""
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        *,
+        batch_size: int = 32,
+        threshold: float = 0.0,
+        device: str = "auto",
+    ) -> None:
+        self.name = name
+        self.source = model
+        self.batch_size = batch_size
+        self.threshold = threshold
+        self.device = device
+        self._model = None
+        self._model_dir: Path | None = None  # set by from_disk: the copy saved with nlp
+        self._sentencizer = Sentencizer()
+        register_extensions()
+
+    # ------------------------------------------------------------------ running
+    @property
+    def model(self):
+        """The nerx model, loaded on first use."""
+        if self._model is None:
+            from nerx.extract import resolve_device
+            from nerx.models import load_model
+
+            where = str(self._model_dir) if self._model_dir else self.source
+            self._model = load_model(where, device=resolve_device(self.device))
+        return self._model
+
+    def __call__(self, doc: Doc) -> Doc:
+        return next(self.pipe([doc]))
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
+        from nerx.extract import predict_documents
+
+        size = batch_size or self.batch_size
+        stream = iter(stream)
+        while chunk := list(islice(stream, size)):
+            documents = [self._as_document(doc, i) for i, doc in enumerate(chunk)]
+            predicted = predict_documents(
+                self.model, documents, batch_size=size, threshold=self.threshold
+            )
+            for doc, document in zip(chunk, predicted, strict=True):
+                annotate(doc, document)
+                yield doc
+
+    def _as_document(self, doc: Doc, ordinal: int) -> Document:
+        # Sentences from a copy, so the caller's Doc keeps whatever sentence state it had.
+        sentenced = doc if doc.has_annotation("SENT_START") else self._sentencizer(doc.copy())
+        document = from_spacy(sentenced, str(ordinal + 1))
+        document.entities, document.relations = [], []
+        return document
+
+    # ------------------------------------------------------------------ serialisation
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        """Save the model beside the pipeline, so ``spacy.load`` needs nothing else."""
+        from nerx.models import save_model
+
+        path = Path(path)
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        save_model(self.model, path / MODEL_DIR)
+        info = {"model": self.source, "threshold": self.threshold}
+        (path / SOURCE_NAME).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> NerxComponent:
+        path = Path(path)
+        if (path / MODEL_DIR).is_dir():
+            self._model_dir = path / MODEL_DIR
+            self._model = None
+        return self
+
+    def __repr__(self) -> str:
+        return f"NerxComponent(name={self.name!r}, model={self.source!r})"
