@@ -18,6 +18,7 @@ stdout by default. Progress and a summary go to stderr.
   nerx extract corpus.jsonl --model models/conll > predictions.jsonl
   nerx extract eng.testb --model models/conll --to conll -o pred.conll
   cat texts.jsonl | nerx extract - --model models/conll --to docbin -o out.spacy
+  nerx extract corpus.jsonl --model models/conll -o predictions.html   # to look at
 """
 
 
