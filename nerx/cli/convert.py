@@ -41,7 +41,10 @@ def convert_command(
         help="Input format: jsonl, conll, docbin, brat, or a JSONL dialect: spert, dygie, prodigy, gliner, genia.",
     ),
     to_format: str | None = typer.Option(
-        None, "--to", "-t", help="Output format: jsonl, conll, docbin, brat, or html (a page to look at)."
+        None,
+        "--to",
+        "-t",
+        help="Output format: jsonl, conll, docbin, brat, or html (a page to look at).",
     ),
     scheme: str | None = typer.Option(
         None,

@@ -55,6 +55,9 @@ class ModelConfig:
     hyper: dict[str, Any] = field(default_factory=dict)
     #: How the model was trained, recorded for the model card.
     training: dict[str, Any] = field(default_factory=dict)
+    #: How the weights are stored: {} (in full) or {"storage": "lowrank-delta", "rank": r}
+    #: (changes against the pretrained encoder, see :mod:`nerx.models.compact`).
+    weights: dict[str, Any] = field(default_factory=dict)
     nerx_version: str = __version__
 
     def to_json(self) -> str:
@@ -308,18 +311,36 @@ def gather_words(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- save / load
-def save_model(model: SpanModel, path: str | os.PathLike) -> Path:
-    """Write a self-describing model directory (safetensors only, never pickle)."""
+def save_model(model: SpanModel, path: str | os.PathLike, *, rank: int | None = None) -> Path:
+    """Write a self-describing model directory (safetensors only, never pickle). With
+    ``rank``, store only the changes to the pretrained encoder, at that rank (compact)."""
     from safetensors.torch import save_file
+
+    from nerx.models.compact import compact_state
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_NAME).write_text(model.config.to_json() + "\n", encoding="utf-8")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    config = copy.deepcopy(model.config)
+    config.weights = {}
+    if rank is not None:
+        state = compact_state(state, _pretrained_encoder_state(config), rank)
+        config.weights = {"storage": "lowrank-delta", "rank": rank}
+    (out / CONFIG_NAME).write_text(config.to_json() + "\n", encoding="utf-8")
     save_file(dedupe_shared(state), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     model.tokenizer.save_pretrained(str(out))
     model.encoder_config.save_pretrained(str(out / ENCODER_DIR))
     return out
+
+
+def _encoder_state(model: SpanModel) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+
+
+def _pretrained_encoder_state(config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The encoder weights a new model of this config starts from (what compact storage is
+    measured against)."""
+    return _encoder_state(model_class(config.kind).create(config))
 
 
 def dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -349,9 +370,16 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     except (json.JSONDecodeError, TypeError) as exc:
         raise ModelError(f"{config_path} is not a valid model config: {exc}") from None
     cls = model_class(config.kind)
-    encoder = load_encoder(str(root / ENCODER_DIR), config_only=True)
-    model = cls(config, encoder, load_tokenizer(str(root)))
     state = load_file(str(root / WEIGHTS_NAME))
+    if config.weights.get("storage") == "lowrank-delta":
+        from nerx.models.compact import expand_state
+
+        # The pretrained encoder, reshaped as the model kind needs it, plus the changes.
+        model = cls(config, load_encoder(config.encoder), load_tokenizer(str(root)))
+        state = expand_state(state, _encoder_state(model))
+    else:
+        encoder = load_encoder(str(root / ENCODER_DIR), config_only=True)
+        model = cls(config, encoder, load_tokenizer(str(root)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ModelError(

@@ -1,0 +1,76 @@
+"""Compact model directories: only what fine-tuning changed, against the pretrained encoder.
+
+A full model directory holds every encoder weight (90 MB for MiniLM-L6). A compact one holds
+
+* for each encoder matrix, the change fine-tuning made to it, as a rank-``r`` product
+  ``U @ V`` (truncated SVD of ``W_tuned - W_pretrained``), in fp16;
+* for each encoder vector (biases, norms) and small matrix, the full change, in fp16;
+* every new parameter (heads, decoders) as it is, in fp16.
+
+Loading rebuilds the model on the pretrained encoder (which must be installed or reachable,
+as ``minilm`` always is) and adds the changes back. ``config.json`` records it under
+``weights``, so :func:`nerx.models.load_model` reads both kinds of directory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Matrices with both sides at least this long are stored as low-rank changes.
+LOW_RANK_MIN_SIDE = 64
+DELTA = "delta."
+LEFT, RIGHT = ".left", ".right"
+
+
+def compact_state(
+    tuned: dict[str, torch.Tensor],
+    pretrained: dict[str, torch.Tensor],
+    rank: int,
+) -> dict[str, torch.Tensor]:
+    """The tensors of a compact directory: ``tuned`` minus ``pretrained`` for shared keys,
+    low rank where it pays; keys only in ``tuned`` are kept whole."""
+    out: dict[str, torch.Tensor] = {}
+    for key, weight in tuned.items():
+        weight = weight.detach().float().cpu()
+        base = pretrained.get(key)
+        if base is None or base.shape != weight.shape:
+            out[key] = weight.half()
+            continue
+        change = weight - base.float().cpu()
+        if not change.any():
+            continue  # frozen: nothing to store
+        if change.ndim == 2 and min(change.shape) >= LOW_RANK_MIN_SIDE and rank < min(change.shape):
+            left, right = low_rank(change, rank)
+            out[DELTA + key + LEFT] = left.half()
+            out[DELTA + key + RIGHT] = right.half()
+        else:
+            out[DELTA + key] = change.half()
+    return out
+
+
+def low_rank(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``left @ right`` is the best rank-``rank`` approximation of ``matrix`` (Eckart-Young)."""
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    return u[:, :rank] * s[:rank], vh[:rank]
+
+
+def expand_state(
+    stored: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The full state dict: ``pretrained`` plus the stored changes, and the stored heads."""
+    state = {k: v.clone() for k, v in pretrained.items()}
+    for key, tensor in stored.items():
+        if key.endswith(RIGHT):
+            continue
+        if key.startswith(DELTA):
+            name = key[len(DELTA) :]
+            if name.endswith(LEFT):
+                name = name[: -len(LEFT)]
+                change = tensor.float() @ stored[DELTA + name + RIGHT].float()
+            else:
+                change = tensor.float()
+            state[name] = (state[name].float() + change).to(state[name].dtype)
+        else:
+            target = pretrained.get(key)
+            state[key] = tensor.to(target.dtype if target is not None else torch.float32)
+    return state

@@ -1,0 +1,71 @@
+"""Compact model directories: low-rank changes against the pretrained encoder."""
+
+from __future__ import annotations
+
+import torch
+
+from nerx.io import read
+from nerx.models import ModelConfig, load_model, model_class, save_model
+from nerx.models.compact import DELTA, LEFT, compact_state, expand_state, low_rank
+from tests.conftest import SAMPLES
+
+
+def test_low_rank_is_exact_for_a_low_rank_matrix_and_best_otherwise():
+    torch.manual_seed(0)
+    exact = torch.randn(128, 5) @ torch.randn(5, 96)
+    left, right = low_rank(exact, 5)
+    assert torch.allclose(left @ right, exact, atol=1e-4)
+    noisy = torch.randn(128, 96)
+    left, right = low_rank(noisy, 8)
+    singular = torch.linalg.svdvals(noisy)
+    # Eckart-Young: the error is exactly the energy in the dropped singular values.
+    err = torch.linalg.matrix_norm(noisy - left @ right)
+    assert torch.isclose(err, singular[8:].pow(2).sum().sqrt(), rtol=1e-4)
+
+
+def test_compact_state_stores_changes_only_and_expands_back():
+    torch.manual_seed(1)
+    pretrained = {
+        "encoder.big": torch.randn(128, 96),
+        "encoder.bias": torch.randn(96),
+        "encoder.frozen": torch.randn(128, 96),
+    }
+    change = torch.randn(128, 3) @ torch.randn(3, 96) * 0.01
+    tuned = {
+        "encoder.big": pretrained["encoder.big"] + change,
+        "encoder.bias": pretrained["encoder.bias"] + 0.5,
+        "encoder.frozen": pretrained["encoder.frozen"].clone(),
+        "head.weight": torch.randn(4, 96),
+    }
+    stored = compact_state(tuned, pretrained, rank=4)
+    assert DELTA + "encoder.big" + LEFT in stored
+    assert not any("frozen" in k for k in stored)
+    assert stored["head.weight"].dtype == torch.float16
+    back = expand_state(stored, pretrained)
+    for key, value in tuned.items():
+        assert torch.allclose(back[key], value, atol=2e-3), key
+
+
+def test_compact_directory_gives_the_same_predictions(tiny_encoder, tmp_path):
+    docs = [d.ensure_tokens() for d in read(str(SAMPLES / "news.jsonl"))]
+    labels = sorted({e.label for d in docs for e in d.entities})
+    config = ModelConfig(kind="spandec", labels=labels, encoder=tiny_encoder)
+    torch.manual_seed(2)
+    model = model_class("spandec").create(config)
+    with torch.no_grad():  # as if fine-tuned: every encoder weight moves
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    full = save_model(model, tmp_path / "full")
+    compact = save_model(model, tmp_path / "compact", rank=8)
+    assert (compact / "model.safetensors").stat().st_size < (
+        full / "model.safetensors"
+    ).stat().st_size
+    a, b = load_model(full), load_model(compact)
+    assert b.config.weights == {"storage": "lowrank-delta", "rank": 8}
+    batch = a.collate([ex for d in docs for ex in a.prepare(d)])
+    with torch.no_grad():
+        logits_a = a(batch).tensors["logits"]
+        logits_b = b(batch).tensors["logits"]
+    # fp16 storage: close, not bit-identical.
+    assert torch.allclose(logits_a, logits_b, atol=5e-2)
+    assert (logits_a.argmax(-1) == logits_b.argmax(-1)).float().mean() > 0.99
