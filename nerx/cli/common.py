@@ -33,8 +33,10 @@ def handles_errors(func: F) -> F:
         except NerxError as exc:
             raise fail(_escape(str(exc)), exc.exit_code) from None
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-            where = exc.filename or ""
-            raise fail(_escape(f"{where}: {exc.strerror}")) from None
+            # Some libraries raise these with neither a file name nor an OS message.
+            detail = exc.strerror or str(exc) or type(exc).__name__
+            message = f"{exc.filename}: {detail}" if exc.filename else detail
+            raise fail(_escape(message)) from None
         except BrokenPipeError:
             # A downstream `head` closed the pipe: stop quietly like any Unix filter.
             sys.stderr.close()

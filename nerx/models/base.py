@@ -326,10 +326,11 @@ def save_model(model: SpanModel, path: str | os.PathLike, *, rank: int | None = 
     if rank is not None:
         state = compact_state(state, _pretrained_encoder_state(config), rank)
         config.weights = {"storage": "lowrank-delta", "rank": rank}
-    (out / CONFIG_NAME).write_text(config.to_json() + "\n", encoding="utf-8")
     save_file(dedupe_shared(state), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     model.tokenizer.save_pretrained(str(out))
     model.encoder_config.save_pretrained(str(out / ENCODER_DIR))
+    # The config goes last: a directory with one is complete.
+    (out / CONFIG_NAME).write_text(config.to_json() + "\n", encoding="utf-8")
     return out
 
 
@@ -370,6 +371,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     except (json.JSONDecodeError, TypeError) as exc:
         raise ModelError(f"{config_path} is not a valid model config: {exc}") from None
     cls = model_class(config.kind)
+    if not (root / WEIGHTS_NAME).is_file():
+        raise ModelError(f"{root} has no {WEIGHTS_NAME}", hint="copy the whole model directory")
     state = load_file(str(root / WEIGHTS_NAME))
     if config.weights.get("storage") == "lowrank-delta":
         from nerx.models.compact import expand_state

@@ -41,8 +41,8 @@ def compact_state(
             continue  # frozen: nothing to store
         if change.ndim == 2 and min(change.shape) >= LOW_RANK_MIN_SIDE and rank < min(change.shape):
             left, right = low_rank(change, rank)
-            out[DELTA + key + LEFT] = left.half()
-            out[DELTA + key + RIGHT] = right.half()
+            out[DELTA + key + LEFT] = left.half().contiguous()
+            out[DELTA + key + RIGHT] = right.half().contiguous()
         else:
             out[DELTA + key] = change.half()
     return out
