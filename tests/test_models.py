@@ -357,8 +357,11 @@ def test_sf_forward_reports_spans_kept(sf_model, bias, all_kept):
 
 
 # --------------------------------------------------------------------------- decoder layer
-def _dense_reference(layer, start_q, end_q, spans, text, text_mask) -> torch.Tensor:
-    """Naive attention per span over [q_i, q_j, z_1..z_T] (padding dropped), per head."""
+def _dense_reference(
+    layer, start_q, end_q, spans, text, text_mask, word_pos=None, text_pos=None
+) -> torch.Tensor:
+    """Naive attention per span over [q_i, q_j, z_1..z_T] (padding dropped), per head, plus
+    the position-to-position term on the text columns when the layer has it."""
     b_size, s_size, _ = spans.shape
     hidden = text.size(-1)
     d = layer.head_dim
@@ -375,17 +378,23 @@ def _dense_reference(layer, start_q, end_q, spans, text, text_mask) -> torch.Ten
             context = torch.zeros(2, hidden)
             for h in range(layer.heads):
                 cols = slice(h * d, (h + 1) * d)
-                weights = torch.softmax(queries[:, cols] @ keys[:, cols].T / math.sqrt(d), -1)
+                scores = queries[:, cols] @ keys[:, cols].T / math.sqrt(d)
+                if layer.position_bias:
+                    pq = layer.position_query(layer.norm_position(word_pos[b, [i, j]]))
+                    pk = layer.position_key(layer.norm_position(text_pos[text_mask[b]]))
+                    scores[:, 2:] += pq[:, cols] @ pk[:, cols].T / math.sqrt(d)
+                weights = torch.softmax(scores, -1)
                 context[:, cols] = weights @ values[:, cols]
             out[b, s] = own + layer.out(context)
     return out
 
 
+@pytest.mark.parametrize("position_bias", [False, True])
 @pytest.mark.parametrize("heads", [1, 4])
-def test_span_decoder_layer_equals_dense_attention(heads):
+def test_span_decoder_layer_equals_dense_attention(heads, position_bias):
     torch.manual_seed(0)
     hidden, words, length = 16, 6, 9
-    layer = SpanDecoderLayer(hidden, heads, dropout=0.0).eval()
+    layer = SpanDecoderLayer(hidden, heads, dropout=0.0, position_bias=position_bias).eval()
     with torch.no_grad():
         for param in layer.parameters():
             param.normal_(0.0, 0.4)
@@ -402,16 +411,19 @@ def test_span_decoder_layer_equals_dense_attention(heads):
             [[5, 5], [0, 1], [3, 5], [2, 2], [0, 0]],
         ]
     )
+    word_pos, text_pos = torch.randn(2, words, hidden), torch.randn(length, hidden)
     with torch.no_grad():
-        got = layer(start_q, end_q, spans, text, text_mask)
-        expected = _dense_reference(layer, start_q, end_q, spans, text, text_mask)
+        got = layer(start_q, end_q, spans, text, text_mask, word_pos, text_pos)
+        expected = _dense_reference(
+            layer, start_q, end_q, spans, text, text_mask, word_pos, text_pos
+        )
     assert got.shape == (2, 5, 2, hidden)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_span_decoder_layer_rejects_indivisible_heads():
     with pytest.raises(ValueError, match="divisible"):
-        SpanDecoderLayer(10, 3, dropout=0.0)
+        SpanDecoderLayer(10, 3, dropout=0.0, position_bias=True)
 
 
 # --------------------------------------------------------------------------- span enumeration

@@ -63,7 +63,7 @@ class SpanDecoderLayer(nn.Module):
     building a (spans x text) or (spans x spans) tensor.
     """
 
-    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+    def __init__(self, hidden: int, heads: int, dropout: float, position_bias: bool) -> None:
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} is not divisible by {heads} heads")
@@ -75,6 +75,16 @@ class SpanDecoderLayer(nn.Module):
         self.value = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, hidden)
         self.dropout = nn.Dropout(dropout)
+        # Position-to-position term: the score of query word i on text subword t also gets
+        # (P_q pos(i)) . (P_k pos(t)). Started at identity, it points each query at its own
+        # word from the first step; the text z alone carries position too weakly for that.
+        self.position_bias = position_bias
+        if position_bias:
+            self.norm_position = nn.LayerNorm(hidden)
+            self.position_query = nn.Linear(hidden, hidden, bias=False)
+            self.position_key = nn.Linear(hidden, hidden, bias=False)
+            nn.init.eye_(self.position_query.weight)
+            nn.init.eye_(self.position_key.weight)
 
     def forward(
         self,
@@ -83,9 +93,12 @@ class SpanDecoderLayer(nn.Module):
         spans: torch.Tensor,
         text: torch.Tensor,
         text_mask: torch.Tensor,
+        word_positions: torch.Tensor | None = None,
+        text_positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # start/end_queries (B, W, H) per word; spans (B, S, 2) word (start, last);
-        # text (B, T, H); text_mask (B, T) bool. Returns (B, S, 2, H).
+        # text (B, T, H); text_mask (B, T) bool; word/text_positions (B, W, H) / (T, H): the
+        # position embeddings for the position term. Returns (B, S, 2, H).
         b, _, h = start_queries.shape
         split = (self.heads, self.head_dim)
         scale = 1.0 / math.sqrt(self.head_dim)
@@ -93,11 +106,18 @@ class SpanDecoderLayer(nn.Module):
         k_text = self.key(t_norm).view(b, -1, *split)  # (B, T, heads, d)
         v_text = self.value(t_norm).view(b, -1, *split)
         rows = torch.arange(b, device=spans.device).unsqueeze(1)
+        position_scores = None
+        if self.position_bias:
+            pq = self.position_query(self.norm_position(word_positions)).view(b, -1, *split)
+            pk = self.position_key(self.norm_position(text_positions)).view(-1, *split)
+            position_scores = torch.einsum("bwhd,thd->bhwt", pq, pk) * scale  # (B, heads, W, T)
         q, k, v, text_max, text_sum, text_mix = [], [], [], [], [], []
         for queries, words in ((start_queries, spans[..., 0]), (end_queries, spans[..., 1])):
             normed = self.norm_query(queries)
             qw = self.query(normed).view(b, -1, *split)  # (B, W, heads, d)
             scores = torch.einsum("bwhd,bthd->bhwt", qw, k_text) * scale  # (B, heads, W, T)
+            if position_scores is not None:
+                scores = scores + position_scores
             scores = scores.masked_fill(~text_mask[:, None, None, :], float("-inf"))
             peak = scores.amax(-1, keepdim=True)  # (B, heads, W, 1)
             weights = (scores - peak).exp()
@@ -138,7 +158,10 @@ class SpanDec(SpanModel):
         last_layer = encoder_layers(encoder)[-1]
         drop_last_layer(encoder)
         self.decoder = SpanDecoderLayer(
-            hidden, hyper.get("decoder_heads", encoder.config.num_attention_heads), dropout
+            hidden,
+            hyper.get("decoder_heads", encoder.config.num_attention_heads),
+            dropout,
+            position_bias=hyper.get("position_bias", True),
         )
         # Started from the layer it replaces, the decoder is pretrained, not a new head: it
         # trains at the encoder's learning rate. At the head rate its attention drifts before
@@ -228,6 +251,7 @@ class SpanDec(SpanModel):
     def _classify(self, text, batch, spans) -> torch.Tensor:
         # Queries per word: m_start / m_end + the position of the word's first subword.
         positions = self._positions(batch["word_starts"])  # (B, W, H)
+        text_positions = self._positions(torch.arange(text.size(1), device=text.device))
         last_word = (spans[..., 1] - 1).clamp(min=0)
         word_spans = torch.stack([spans[..., 0], last_word], dim=-1)  # (B, S, 2) inclusive
         decoded = self.decoder(
@@ -236,6 +260,8 @@ class SpanDec(SpanModel):
             word_spans,
             text,
             batch["attention_mask"].bool(),
+            positions,
+            text_positions,
         )  # (B, S, 2, H)
         pair = self.head_mlp(decoded).flatten(2)  # (B, S, 2H)
         return self.classifier(pair)
