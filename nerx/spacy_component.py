@@ -113,8 +113,7 @@ class NerxComponent:
             shutil.rmtree(path)
         path.mkdir(parents=True)
         save_model(self.model, path / MODEL_DIR)
-        info = {"model": self.source, "threshold": self.threshold}
-        (path / SOURCE_NAME).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        (path / SOURCE_NAME).write_text(json.dumps({"model": self.source}), encoding="utf-8")
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> NerxComponent:
         path = Path(path)

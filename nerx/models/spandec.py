@@ -251,7 +251,11 @@ class SpanDec(SpanModel):
     def _classify(self, text, batch, spans) -> torch.Tensor:
         # Queries per word: m_start / m_end + the position of the word's first subword.
         positions = self._positions(batch["word_starts"])  # (B, W, H)
-        text_positions = self._positions(torch.arange(text.size(1), device=text.device))
+        text_positions = (
+            self._positions(torch.arange(text.size(1), device=text.device))
+            if self.decoder.position_bias
+            else None
+        )
         last_word = (spans[..., 1] - 1).clamp(min=0)
         word_spans = torch.stack([spans[..., 0], last_word], dim=-1)  # (B, S, 2) inclusive
         decoded = self.decoder(
