@@ -132,6 +132,8 @@ def train(
     )
     model = model_class(kind).create(config).to(device)
     examples = [ex for i, doc in enumerate(train_docs) for ex in model.prepare(doc, i, gold=True)]
+    learned = model.learn_from_data(examples)  # deterministic, so a resumed run agrees
+    model.config.hyper.update({k: v for k, v in learned.items() if k not in settings.hyper})
     batches_per_epoch = math.ceil(len(examples) / settings.batch_size)
     optimizer = _optimizer(model, settings)
     scheduler = _scheduler(optimizer, settings, batches_per_epoch * settings.epochs)

@@ -166,7 +166,19 @@ class SpanModel(nn.Module):
     @classmethod
     def create(cls, config: ModelConfig) -> SpanModel:
         """A new model on the pretrained encoder named in the config."""
-        return cls(config, load_encoder(config.encoder), load_tokenizer(config.encoder))
+        return cls(config, cls.load_backbone(config.encoder), load_tokenizer(config.encoder))
+
+    @classmethod
+    def load_backbone(cls, name_or_path: str, *, config_only: bool = False) -> nn.Module:
+        """The pretrained network the model is built on (an ``AutoModel`` encoder here); with
+        ``config_only``, a fresh one of the same shape. Kinds on other networks override it."""
+        return load_encoder(name_or_path, config_only=config_only)
+
+    def learn_from_data(self, examples: Sequence[Example]) -> dict[str, Any]:
+        """Settings a kind derives from its training examples before training (for example a
+        width from the longest entity). Called once by the training loop; what it returns is
+        merged into ``config.hyper`` and saved. Settings the user gave are kept."""
+        return {}
 
     @property
     def device(self) -> torch.device:
@@ -378,10 +390,10 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         from nerx.models.compact import expand_state
 
         # The pretrained encoder, reshaped as the model kind needs it, plus the changes.
-        model = cls(config, load_encoder(config.encoder), load_tokenizer(str(root)))
+        model = cls(config, cls.load_backbone(config.encoder), load_tokenizer(str(root)))
         state = expand_state(state, _encoder_state(model))
     else:
-        encoder = load_encoder(str(root / ENCODER_DIR), config_only=True)
+        encoder = cls.load_backbone(str(root / ENCODER_DIR), config_only=True)
         model = cls(config, encoder, load_tokenizer(str(root)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
