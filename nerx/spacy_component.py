@@ -112,7 +112,8 @@ class NerxComponent:
         if path.exists():
             shutil.rmtree(path)
         path.mkdir(parents=True)
-        save_model(self.model, path / MODEL_DIR)
+        # A compact (bundled) model stays compact: a few MB instead of the whole encoder.
+        save_model(self.model, path / MODEL_DIR, rank=self.model.config.weights.get("rank"))
         (path / SOURCE_NAME).write_text(json.dumps({"model": self.source}), encoding="utf-8")
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> NerxComponent:

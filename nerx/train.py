@@ -53,6 +53,8 @@ class TrainSettings:
     max_span_length: int = 8
     window: int | None = None
     hyper: dict[str, Any] = field(default_factory=dict)
+    #: Relation labels without direction (``(a, b)`` is ``(b, a)``): predicted and written once.
+    symmetric_relations: list[str] = field(default_factory=list)
     lang: str = "en"
 
 
@@ -120,10 +122,17 @@ def train(
     profile = data_profile(train_docs)
     if not profile["labels"]:
         raise ConfigError("the training data has no entities", hint="check the file and --from")
+    unknown = sorted(set(settings.symmetric_relations) - set(profile["relation_labels"]))
+    if unknown:
+        raise ConfigError(
+            f"symmetric relation labels {unknown} are not in the training data",
+            hint=f"its relation labels: {', '.join(profile['relation_labels']) or 'none'}",
+        )
     config = ModelConfig(
         kind=kind,
         labels=profile["labels"],
         relation_labels=profile["relation_labels"],
+        symmetric_relations=sorted(settings.symmetric_relations),
         encoder=encoder,
         max_span_length=settings.max_span_length,
         window=settings.window,

@@ -119,10 +119,10 @@ def test_extract_writes_other_formats(runner, model_dir, jsonl_predictions, tmp_
     assert any(doc.entities for doc in back)
 
 
-def test_extract_without_a_model_is_a_clear_error(runner):
-    result = invoke(runner, "extract", RAW)
+def test_extract_with_an_unknown_model_name_lists_the_bundled_ones(runner):
+    result = invoke(runner, "extract", RAW, "--model", "no-such-model")
     assert result.exit_code == 2
-    assert "no model given" in result.stderr and "--model" in result.stderr
+    assert "unknown model 'no-such-model'" in result.stderr and "news-ner" in result.stderr
     assert "Traceback" not in result.output
     assert result.stdout == ""
 
@@ -153,3 +153,60 @@ def test_train_with_an_unknown_kind_lists_the_choices(runner, tiny_encoder, tmp_
     assert all(kind in result.stderr for kind in MODELS)
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_train_records_symmetric_relations_and_model_settings(runner, tiny_encoder, tmp_path):
+    out = tmp_path / "model"
+    result = invoke(
+        runner,
+        "train",
+        NEWS,
+        "--dev",
+        NEWS,
+        "--model",
+        "token",
+        "--encoder",
+        tiny_encoder,
+        "--epochs",
+        "1",
+        "--symmetric",
+        "Located_In",
+        "--set",
+        "dropout=0.25",
+        "--set",
+        "note=plain text",
+        "-o",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["symmetric_relations"] == ["Located_In"]
+    assert config["hyper"]["dropout"] == 0.25 and config["hyper"]["note"] == "plain text"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--symmetric", "Married_To", "symmetric relation labels ['Married_To'] are not in"),
+        ("--set", "omega", "--set 'omega' is not KEY=VALUE"),
+    ],
+)
+def test_train_rejects_bad_relation_and_setting_options(
+    runner, tiny_encoder, tmp_path, option, value, message
+):
+    out = tmp_path / "never"
+    result = invoke(
+        runner,
+        "train",
+        NEWS,
+        "--dev",
+        NEWS,
+        "--encoder",
+        tiny_encoder,
+        option,
+        value,
+        "-o",
+        str(out),
+    )
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output

@@ -13,7 +13,7 @@ app = typer.Typer(
         "Read JSONL, CoNLL, spaCy DocBin and BRAT; train span models; extract entities and "
         "relations; evaluate against gold.\n\n"
         "[dim]Example:[/]\n\n"
-        "  nerx extract corpus.jsonl --model models/conll -o predictions.jsonl"
+        "  nerx extract corpus.jsonl -o predictions.jsonl"
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -38,9 +38,9 @@ def _root(
 
 
 def _register() -> None:
-    from nerx.cli import convert, evaluate, extract, train
+    from nerx.cli import convert, evaluate, extract, models, train
 
-    for module in (convert, train, extract, evaluate):
+    for module in (convert, train, extract, evaluate, models):
         module.register(app)
 
 

@@ -8,13 +8,18 @@ import typer
 
 from nerx.cli.common import err_console, handles_errors
 
-HELP = """Find entities (and relations) in a corpus with a trained model.
+HELP = """Find entities (and relations) in a corpus with a bundled or trained model.
 
 Streams its input (- is stdin); raw text is tokenised and split into sentences with a spaCy
 blank pipeline. Documents are batched by length and written back in input order, JSONL to
 stdout by default. Progress and a summary go to stderr.
 
+With no --model, news-ner (English news entities, shipped with nerx) is used; `nerx models`
+lists the bundled models.
+
 [dim]Examples:[/]
+  nerx extract corpus.jsonl > predictions.jsonl
+  nerx extract corpus.jsonl --model news-re --to brat -o out/
   nerx extract corpus.jsonl --model models/conll > predictions.jsonl
   nerx extract eng.testb --model models/conll --to conll -o pred.conll
   cat texts.jsonl | nerx extract - --model models/conll --to docbin -o out.spacy
@@ -31,8 +36,11 @@ def extract_command(
     corpus: str = typer.Argument(
         ..., metavar="CORPUS", help="Input documents (any format), or - for stdin."
     ),
-    model_path: str | None = typer.Option(
-        None, "--model", "-m", help="A model directory written by nerx train."
+    model_path: str = typer.Option(
+        "news-ner",
+        "--model",
+        "-m",
+        help="A bundled model name (see `nerx models`) or a directory written by nerx train.",
     ),
     output: str = typer.Option(
         "-", "--output", "-o", help="Output file or BRAT directory; - is stdout."
@@ -54,16 +62,10 @@ def extract_command(
     lang: str = typer.Option("en", help="Language of the spaCy tokenizer for raw text."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
-    from nerx.errors import ConfigError
     from nerx.extract import ExtractionStats, extract, resolve_device
     from nerx.io import Report, detect_format, read, write
     from nerx.models import load_model
 
-    if model_path is None:
-        raise ConfigError(
-            "no model given",
-            hint="pass --model DIR with a directory written by `nerx train`",
-        )
     model = load_model(model_path, device=resolve_device(device))
     target_format = to_format or (
         "jsonl" if output == "-" else detect_format(output, for_writing=True)

@@ -69,6 +69,20 @@ def train_command(
         help="CoNLL input: every sentence its own document (shorter windows, more steps, no "
         "cross-sentence context).",
     ),
+    symmetric: list[str] | None = typer.Option(  # noqa: B008 (typer reads options from defaults)
+        None,
+        "--symmetric",
+        metavar="LABEL",
+        help="A relation label without direction (e.g. CONJUNCTION); repeatable. "
+        "Such relations are predicted and written once per pair.",
+    ),
+    model_settings: list[str] | None = typer.Option(  # noqa: B008
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="A model setting KEY=VALUE (JSON value), repeatable: e.g. --set omega=4 "
+        "--set dropout=0.2. The settings of each kind are listed in its documentation.",
+    ),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUTPUT."),
 ) -> None:
     from nerx.io import detect_format, read
@@ -99,6 +113,8 @@ def train_command(
         patience=patience,
         seed=seed,
         device=device,
+        hyper=parse_settings(model_settings or []),
+        symmetric_relations=list(symmetric or []),
     )
     err_console.print(
         f"training [bold]{kind}[/] on {len(train_docs)} documents ({train_path}), "
@@ -162,3 +178,21 @@ class _TrainingProgress:
 
     def __exit__(self, *exc):
         return self._bar.__exit__(*exc)
+
+
+def parse_settings(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs; a value is read as JSON (numbers, booleans, lists), else text."""
+    import json
+
+    from nerx.errors import ConfigError
+
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set omega=4")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip()] = value
+    return settings

@@ -368,10 +368,13 @@ def dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpanModel:
-    """Load a model directory written by :func:`save_model`."""
+    """Load a model directory written by :func:`save_model`, or a bundled model by name
+    (``news-ner``, see :mod:`nerx.bundled`)."""
     from safetensors.torch import load_file
 
-    root = Path(path)
+    from nerx.bundled import resolve
+
+    root = resolve(path)
     config_path = root / CONFIG_NAME
     if not config_path.is_file():
         raise ModelError(

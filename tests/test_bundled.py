@@ -1,0 +1,100 @@
+"""The models that ship with nerx: they load offline, find obvious entities (and relations) in
+sentences written here, stay small, and are chosen by name from the CLI and the API."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from nerx.bundled import DEFAULT_MODEL, card, directory_size, model_path, names
+from nerx.doc import Document
+from nerx.errors import ModelError
+
+#: The size limit of one bundled model directory.
+MAX_BYTES = 15 * 1024 * 1024
+TEXT = (
+    "Angela Brandt, the chief executive of Nordwind Energy, spoke in Hamburg on Friday. "
+    "Later she flew to Madrid."
+)
+
+
+@pytest.fixture(scope="module")
+def news_ner():
+    import nerx
+
+    return nerx.load("news-ner")
+
+
+def said(doc: Document) -> set[tuple[str, str]]:
+    return {(doc.text[e.start : e.end], e.label) for e in doc.entities}
+
+
+def test_the_default_model_is_bundled():
+    assert DEFAULT_MODEL in names()
+
+
+@pytest.mark.parametrize("name", names())
+def test_bundled_models_stay_under_the_size_limit(name):
+    size = directory_size(model_path(name))
+    assert 0 < size <= MAX_BYTES
+    assert card(name).size_bytes == size
+
+
+@pytest.mark.parametrize("name", names())
+def test_cards_hold_labels_and_both_scores(name):
+    found = card(name)
+    assert found.labels and found.command.startswith("python -m nerx.bundled.build")
+    bundled, full = found.scores["bundled"], found.scores["full"]
+    assert 0 < bundled["ner_f1"] <= 100
+    # The compact model stays within 1.0 F1 of the full fine-tune it came from.
+    assert bundled["ner_f1"] >= full["ner_f1"] - 1.0
+
+
+def test_news_ner_finds_the_obvious_entities(news_ner):
+    from nerx.extract import extract
+
+    (doc,) = extract([Document(id="w", text=TEXT)], news_ner)
+    assert {
+        ("Angela Brandt", "PER"),
+        ("Nordwind Energy", "ORG"),
+        ("Hamburg", "LOC"),
+        ("Madrid", "LOC"),
+    } <= said(doc)
+
+
+def test_an_unknown_name_lists_the_bundled_models():
+    import nerx
+
+    with pytest.raises(ModelError) as caught:
+        nerx.load("no-such-model")
+    assert "no-such-model" in str(caught.value) and DEFAULT_MODEL in str(caught.value)
+
+
+def test_a_missing_directory_path_is_not_taken_for_a_name(tmp_path):
+    import nerx
+
+    with pytest.raises(ModelError, match="does not exist"):
+        nerx.load(str(tmp_path / "gone"))
+
+
+def test_extract_without_a_model_uses_the_default(samples, tmp_path):
+    from nerx.cli import app
+    from nerx.io import read
+
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["extract", str(samples / "news_raw.jsonl"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    first = next(iter(read(out)))
+    assert ("Maria Lindqvist", "PER") in said(first)
+
+
+def test_models_command_lists_names_labels_and_scores():
+    from nerx.cli import app
+
+    result = CliRunner().invoke(app, ["models", "--verbose"])
+    assert result.exit_code == 0, result.output
+    for name in names():
+        found = card(name)
+        assert name in result.stdout and found.command in result.stdout
+        assert all(label in result.stdout for label in found.labels)
+        assert f"{found.scores['bundled']['ner_f1']:.2f}" in result.stdout
