@@ -109,3 +109,19 @@ def test_unknown_model_is_a_clear_error(tmp_path):
     nlp.add_pipe("nerx", config={"model": str(tmp_path / "missing"), "device": "cpu"})
     with pytest.raises(ModelError, match="missing"):
         nlp("Oslo.")
+
+
+def test_default_component_runs_the_bundled_model_and_saves_it_compact(tmp_path):
+    nlp_default = spacy.blank("en")
+    nlp_default.add_pipe("nerx", config={"device": "cpu"})
+    text = "Angela Brandt of Nordwind Energy spoke in Hamburg on Friday."
+    doc = nlp_default(text)
+    assert {(e.text, e.label_) for e in doc.ents} >= {("Angela Brandt", "PER"), ("Hamburg", "LOC")}
+
+    nlp_default.to_disk(tmp_path / "pipeline")
+    saved = sum(p.stat().st_size for p in (tmp_path / "pipeline").rglob("*") if p.is_file())
+    assert saved < 20 * 1024 * 1024  # the compact weights, not the whole encoder (90 MB)
+    again = spacy.load(tmp_path / "pipeline")(text)
+    assert [(e.start_char, e.end_char, e.label_) for e in again.ents] == [
+        (e.start_char, e.end_char, e.label_) for e in doc.ents
+    ]
