@@ -149,7 +149,9 @@ def train(
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "stale": 0, "history": []}
     if resume:
         state = _load_checkpoint(output / CHECKPOINT_DIR, model, optimizer, scheduler)
-    main_metric = "relations_strict" if model.predicts_relations else "entities"
+    # Relation models are chosen on Rel+, unless the data has no relations to score.
+    has_relations = model.predicts_relations and bool(config.relation_labels)
+    main_metric = "relations_strict" if has_relations else "entities"
 
     rng = random.Random(settings.seed)
     for epoch in range(state["epoch"] + 1, settings.epochs + 1):
@@ -215,7 +217,8 @@ def _score_with(model: SpanModel, dev_docs, settings: TrainSettings, metric: str
     from nerx.evaluate import evaluate
 
     predicted = predict_documents(model, dev_docs, batch_size=settings.eval_batch_size)
-    return getattr(evaluate(dev_docs, predicted), metric).f1 * 100
+    scores = evaluate(dev_docs, predicted, symmetric=model.config.symmetric_relations)
+    return getattr(scores, metric).f1 * 100
 
 
 def _seed(seed: int) -> None:

@@ -3,7 +3,9 @@
 Importing this package registers every model kind (``--model KIND``).
 """
 
-from nerx.models import spandec, token  # noqa: F401  (registration side effect)
+# Registration side effect; ``iter`` is imported under another name so the builtin stays.
+from nerx.models import iter as iter_model  # noqa: F401
+from nerx.models import sener, spandec, token  # noqa: F401
 from nerx.models.base import MODELS, ModelConfig, SpanModel, load_model, model_class, save_model
 
 __all__ = ["MODELS", "ModelConfig", "SpanModel", "load_model", "model_class", "save_model"]

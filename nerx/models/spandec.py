@@ -312,7 +312,7 @@ class SpanDec(SpanModel):
                     strict=True,
                 )
             ]
-            predictions.append(Prediction(spans=found if nested else _greedy_flat(found)))
+            predictions.append(Prediction(spans=found if nested else greedy_flat(found)))
         return predictions
 
 
@@ -333,7 +333,7 @@ class SFSpanDec(SpanDec):
         return {"filter_threshold": chosen, "dev_f1_by_threshold": results}
 
 
-def _greedy_flat(spans: list[SpanPrediction]) -> list[SpanPrediction]:
+def greedy_flat(spans: list[SpanPrediction]) -> list[SpanPrediction]:
     """Most confident first, drop spans overlapping an already kept one (flat NER data)."""
     kept: list[SpanPrediction] = []
     for span in sorted(spans, key=lambda sp: -sp.score):
@@ -364,3 +364,5 @@ def _init_from_layer(decoder: SpanDecoderLayer, layer: nn.Module) -> bool:
                 target.bias.copy_(source.bias)
                 copied += 1
     return copied == len(pairs)
+
+_greedy_flat = greedy_flat  # TEMP-ALIAS
