@@ -320,8 +320,8 @@ def test_decode_nested_and_flat(tiny_encoder):
 
     model.config.hyper["nested"] = False
     flat = [(s.start, s.end, s.label) for s in model.decode(output, batch)[0].spans]
-    # Longest first, then leftmost: PER (0, 3), then LOC (3, 5) beats ORG (4, 6).
-    assert flat == [(0, 3, "PER"), (3, 5, "LOC")]
+    # Most confident first: ORG (4, 6) at 9, PER (0, 3) at 8; both LOCs overlap one of them.
+    assert flat == [(0, 3, "PER"), (4, 6, "ORG")]
 
 
 def test_bad_settings_are_config_errors(tiny_encoder):
