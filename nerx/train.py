@@ -175,18 +175,20 @@ def train(
             if on_step:
                 rate = seen / max(time.perf_counter() - started, 1e-9)
                 on_step(Progress(epoch, step, batches_per_epoch, loss.item(), rate))
-        score = _score_with(model, dev_docs, settings, main_metric)
+        score, entity_score = _dev_scores(model, dev_docs, settings, main_metric)
         record = {
             "epoch": epoch,
             "dev_f1": round(score, 4),
             "metric": main_metric,
+            "dev_entity_f1": round(entity_score, 4),
             "seconds": round(time.perf_counter() - started, 2),
             "learning_rate": scheduler.get_last_lr()[0],
         }
         state["history"].append(record)
-        improved = score > state["best_score"]
+        # Ties on the main metric (Rel+ often plateaus) go to the better entity F1.
+        improved = (score, entity_score) > (state["best_score"], state.get("best_entities", -1.0))
         if improved:
-            state.update(best_score=score, best_epoch=epoch, stale=0)
+            state.update(best_score=score, best_entities=entity_score, best_epoch=epoch, stale=0)
             save_model(model, output)
         else:
             state["stale"] += 1
@@ -214,11 +216,16 @@ def train(
 
 def _score_with(model: SpanModel, dev_docs, settings: TrainSettings, metric: str) -> float:
     """Dev F1 (in %) of the model as it stands, with the metric of ``nerx eval``."""
+    return _dev_scores(model, dev_docs, settings, metric)[0]
+
+
+def _dev_scores(model: SpanModel, dev_docs, settings, metric: str) -> tuple[float, float]:
+    """Dev F1 (in %) on ``metric`` and on entities."""
     from nerx.evaluate import evaluate
 
     predicted = predict_documents(model, dev_docs, batch_size=settings.eval_batch_size)
     scores = evaluate(dev_docs, predicted, symmetric=model.config.symmetric_relations)
-    return getattr(scores, metric).f1 * 100
+    return getattr(scores, metric).f1 * 100, scores.entities.f1 * 100
 
 
 def _seed(seed: int) -> None:

@@ -181,8 +181,9 @@ def test_resume_continues_from_the_checkpoint(kind, tiny_encoder, tmp_path):
     state = json.loads((tmp_path / CHECKPOINT_DIR / "state.json").read_text(encoding="utf-8"))
     assert state["state"]["epoch"] == 15
     # A fresh start would repeat epoch 1's first loss exactly (same seed, same batches); the
-    # resumed weights have already learnt, so their first loss is far lower.
-    assert first_losses[12] < 0.5 * first_losses[0]
+    # resumed weights have already learnt, so their first loss is clearly lower (a language
+    # model from random weights learns slowest: about 0.6 of its first loss by then).
+    assert first_losses[12] < 0.8 * first_losses[0]
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tiny_encoder, tmp_path):

@@ -10,13 +10,13 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def build_tiny_encoder(path: Path, words: set[str], *, seed: int = 0) -> Path:
     """Write a random 2-layer BERT and a WordPiece tokenizer knowing ``words`` to ``path``."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     path.mkdir(parents=True, exist_ok=True)
     pieces = sorted({w.lower() for w in words} | set("abcdefghijklmnopqrstuvwxyz0123456789.,;:'-"))
     vocab = SPECIALS + pieces + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizer(vocab=str(path / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(str(path))
     torch.manual_seed(seed)
     config = BertConfig(

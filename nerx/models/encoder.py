@@ -33,7 +33,7 @@ def resolve_encoder_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """transformers draws its own progress bars while loading; nerx reports on its own."""
     from transformers.utils import logging
 
@@ -44,7 +44,7 @@ def _quiet_transformers() -> None:
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     path = resolve_encoder_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
@@ -65,7 +65,7 @@ def load_encoder(name_or_path: str, *, config_only: bool = False):
     ``config_only``, e.g. before loading a saved nerx model's own weights)."""
     from transformers import AutoConfig, AutoModel
 
-    _quiet_transformers()
+    quiet_transformers()
     path = resolve_encoder_path(name_or_path)
     try:
         if config_only:

@@ -364,5 +364,3 @@ def _init_from_layer(decoder: SpanDecoderLayer, layer: nn.Module) -> bool:
                 target.bias.copy_(source.bias)
                 copied += 1
     return copied == len(pairs)
-
-_greedy_flat = greedy_flat  # TEMP-ALIAS
