@@ -26,7 +26,11 @@ def train_command(
     train_path: str = typer.Argument(..., metavar="TRAIN", help="Training data (any format)."),
     dev_path: str = typer.Option(..., "--dev", help="Dev data, scored every epoch."),
     kind: str = typer.Option(
-        "spandec", "--model", "-m", help="Model kind: token, spandec, sf-spandec."
+        "spandec",
+        "--model",
+        "-m",
+        help="Model kind: token, spandec, sf-spandec (NER); iter, plmarker (NER and relations); "
+        "sener (long documents); padellm (a causal LM, with --encoder naming it).",
     ),
     encoder: str = typer.Option(
         "minilm",
