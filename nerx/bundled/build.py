@@ -49,6 +49,23 @@ RECIPES: dict[str, Recipe] = {
         rank=64,
         settings={"epochs": 2, "batch_size": 16, "learning_rate": 3e-4, "seed": 13},
     ),
+    "news-re": Recipe(
+        kind="iter",
+        summary="English news entities and the relations between them",
+        data="CoNLL04 (SpERT split): 922 train, 231 dev, 288 test sentences",
+        train="conll04/conll04_train.json",
+        dev="conll04/conll04_dev.json",
+        test="conll04/conll04_test.json",
+        read_as="spert",
+        rank=64,
+        settings={
+            "epochs": 25,
+            "batch_size": 8,
+            "learning_rate": 2e-4,
+            "patience": 6,
+            "seed": 13,
+        },
+    ),
 }
 
 
