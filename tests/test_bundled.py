@@ -46,8 +46,10 @@ def test_cards_hold_labels_and_both_scores(name):
     assert found.labels and found.command.startswith("python -m nerx.bundled.build")
     bundled, full = found.scores["bundled"], found.scores["full"]
     assert 0 < bundled["ner_f1"] <= 100
+    assert ("rel_plus_f1" in bundled) == bool(found.relation_labels)
     # The compact model stays within 1.0 F1 of the full fine-tune it came from.
-    assert bundled["ner_f1"] >= full["ner_f1"] - 1.0
+    for metric, score in bundled.items():
+        assert score >= full[metric] - 1.0, metric
 
 
 def test_news_ner_finds_the_obvious_entities(news_ner):
@@ -60,6 +62,30 @@ def test_news_ner_finds_the_obvious_entities(news_ner):
         ("Hamburg", "LOC"),
         ("Madrid", "LOC"),
     } <= said(doc)
+
+
+def test_news_re_finds_the_people_the_companies_and_who_works_where():
+    import nerx
+    from nerx.extract import extract
+
+    text = "Tomas Keller, the chief executive of Harbor Freight Lines, lives in Hamburg."
+    (doc,) = extract([Document(id="w", text=text)], nerx.load("news-re"))
+    assert {("Tomas Keller", "Peop"), ("Harbor Freight Lines", "Org"), ("Hamburg", "Loc")} <= said(
+        doc
+    )
+    relations = {
+        (
+            doc.text[doc.entities[r.head].start : doc.entities[r.head].end],
+            r.label,
+            doc.text[doc.entities[r.tail].start : doc.entities[r.tail].end],
+        )
+        for r in doc.relations
+    }
+    assert ("Tomas Keller", "Work_For", "Harbor Freight Lines") in relations
+
+
+def test_both_default_models_ship():
+    assert {"news-ner", "news-re"} <= set(names())
 
 
 def test_an_unknown_name_lists_the_bundled_models():

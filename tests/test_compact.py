@@ -6,7 +6,7 @@ import torch
 
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
-from nerx.models.compact import DELTA, LEFT, compact_state, expand_state, low_rank
+from nerx.models.compact import DELTA, INT8, LEFT, compact_state, expand_state, low_rank
 from tests.conftest import SAMPLES
 
 
@@ -36,14 +36,23 @@ def test_compact_state_stores_changes_only_and_expands_back():
         "encoder.bias": pretrained["encoder.bias"] + 0.5,
         "encoder.frozen": pretrained["encoder.frozen"].clone(),
         "head.weight": torch.randn(4, 96),
+        "head.big": torch.randn(128, 96),
     }
     stored = compact_state(tuned, pretrained, rank=4)
     assert DELTA + "encoder.big" + LEFT in stored
     assert not any("frozen" in k for k in stored)
     assert stored["head.weight"].dtype == torch.float16
+    assert stored[INT8 + "head.big"].dtype == torch.int8 and "head.big" not in stored
     back = expand_state(stored, pretrained)
     for key, value in tuned.items():
+        if key == "head.big":
+            continue
         assert torch.allclose(back[key], value, atol=2e-3), key
+    # int8 per row: off by at most half a step (plus the fp16 rounding of the row's scale).
+    big = tuned["head.big"]
+    step = big.abs().amax(dim=1, keepdim=True) / 127
+    assert ((back["head.big"] - big).abs() <= step * 0.5 + step * 2e-3 * 127).all()
+    assert not torch.allclose(back["head.big"], big, atol=1e-6)  # it is quantised
 
 
 def test_compact_directory_gives_the_same_predictions(tiny_encoder, tmp_path):

@@ -15,7 +15,7 @@ import argparse
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nerx.bundled import CARD_NAME, ModelCard, _root, directory_size
@@ -91,11 +91,15 @@ def test_scores(model_dir: Path, test_docs: list, symmetric: list[str]) -> dict[
     return scores
 
 
-def build(name: str, data: Path, work: Path, trained: Path | None = None) -> ModelCard:
+def build(
+    name: str, data: Path, work: Path, trained: Path | None = None, rank: int | None = None
+) -> ModelCard:
     from nerx.models import load_model, save_model
     from nerx.train import TrainSettings, train
 
     recipe = RECIPES[name]
+    if rank is not None:
+        recipe = replace(recipe, rank=rank)
     test_docs = _read(data, recipe.test, recipe)
     full_dir = trained or work / name
     if trained is None:
@@ -169,8 +173,14 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="A full model already trained with this recipe: skip training.",
     )
+    parser.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        help="Rank of the stored encoder changes (default: the recipe's).",
+    )
     args = parser.parse_args(argv)
-    card = build(args.name, args.data, args.work, args.trained)
+    card = build(args.name, args.data, args.work, args.trained, args.rank)
     print(card.to_json())
     print(f"{card.name}: {card.size_mb:.1f} MB", file=sys.stderr)
 

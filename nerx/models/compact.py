@@ -5,7 +5,10 @@ A full model directory holds every encoder weight (90 MB for MiniLM-L6). A compa
 * for each encoder matrix, the change fine-tuning made to it, as a rank-``r`` product
   ``U @ V`` (truncated SVD of ``W_tuned - W_pretrained``), in fp16;
 * for each encoder vector (biases, norms) and small matrix, the full change, in fp16;
-* every new parameter (heads, decoders) as it is, in fp16.
+* every new parameter (heads, decoders) as it is, in fp16, except large new matrices (both
+  sides at least ``LOW_RANK_MIN_SIDE``), which are stored in int8 with one fp16 scale per
+  row (symmetric, round to nearest): half the bytes of fp16, and an error per weight of at
+  most half a step, ``max|row| / 254``.
 
 Loading rebuilds the model on the pretrained encoder (which must be installed or reachable,
 as ``minilm`` always is) and adds the changes back. ``config.json`` records it under
@@ -20,6 +23,7 @@ import torch
 LOW_RANK_MIN_SIDE = 64
 DELTA = "delta."
 LEFT, RIGHT = ".left", ".right"
+INT8, SCALE = "int8.", ".scale"
 
 
 def compact_state(
@@ -34,7 +38,10 @@ def compact_state(
         weight = weight.detach().float().cpu()
         base = pretrained.get(key)
         if base is None or base.shape != weight.shape:
-            out[key] = weight.half()
+            if weight.ndim == 2 and min(weight.shape) >= LOW_RANK_MIN_SIDE:
+                out[INT8 + key], out[INT8 + key + SCALE] = quantize_rows(weight)
+            else:
+                out[key] = weight.half()
             continue
         change = weight - base.float().cpu()
         if not change.any():
@@ -54,15 +61,25 @@ def low_rank(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
     return u[:, :rank] * s[:rank], vh[:rank]
 
 
+def quantize_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per row: ``matrix ~= values * scale[:, None]``."""
+    scale = matrix.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    values = torch.round(matrix / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return values.contiguous(), scale.half()
+
+
 def expand_state(
     stored: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """The full state dict: ``pretrained`` plus the stored changes, and the stored heads."""
     state = {k: v.clone() for k, v in pretrained.items()}
     for key, tensor in stored.items():
-        if key.endswith(RIGHT):
+        if key.endswith(RIGHT) or key.endswith(SCALE):
             continue
-        if key.startswith(DELTA):
+        if key.startswith(INT8):
+            name = key[len(INT8) :]
+            state[name] = tensor.float() * stored[key + SCALE].float()[:, None]
+        elif key.startswith(DELTA):
             name = key[len(DELTA) :]
             if name.endswith(LEFT):
                 name = name[: -len(LEFT)]
