@@ -13,7 +13,7 @@ command that rebuilds it (``python -m nerx.bundled.build NAME``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,23 +45,21 @@ class ModelCard:
         return self.size_bytes / 1e6
 
     def to_json(self) -> str:
-        from dataclasses import asdict
-
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
 
-def _root() -> Path:
+def bundled_root() -> Path:
     return Path(str(resources.files("nerx.bundled")))
 
 
 def names() -> list[str]:
     """Names of the bundled models that are installed (a directory with a card)."""
-    return sorted(p.name for p in _root().iterdir() if (p / CARD_NAME).is_file())
+    return sorted(p.name for p in bundled_root().iterdir() if (p / CARD_NAME).is_file())
 
 
 def model_path(name: str) -> Path:
     """The directory of a bundled model; an unknown name is an error listing the choices."""
-    path = _root() / name
+    path = bundled_root() / name
     if not (path / CARD_NAME).is_file():
         choices = ", ".join(names()) or "none are installed"
         raise ModelError(

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from nerx.bundled import CARD_NAME, ModelCard, _root, directory_size
+from nerx.bundled import CARD_NAME, ModelCard, bundled_root, directory_size
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ def build(
     full = test_scores(full_dir, test_docs, symmetric)
     print(f"full fine-tune, test: {full}", file=sys.stderr)
 
-    target = _root() / name
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=_root()))
+    target = bundled_root() / name
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=bundled_root()))
     try:
         save_model(model, staging, rank=recipe.rank)
         bundled = test_scores(staging, test_docs, symmetric)
