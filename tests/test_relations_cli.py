@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from nerx.cli import app
 from nerx.io import read
-from nerx.train import TrainSettings, train
+from nerx.train import train
 from tests.conftest import SAMPLES
+from tests.test_models import overfit_settings
 
 NEWS = SAMPLES / "news.jsonl"
 
@@ -23,16 +24,7 @@ def relation_model(tiny_encoder, tmp_path_factory):
     docs = {doc.id: doc for doc in read(NEWS)}
     docs = [docs["news-001"], docs["news-002"]]
     out = tmp_path_factory.mktemp("relation-model")
-    settings = TrainSettings(
-        epochs=250,
-        batch_size=2,
-        learning_rate=3e-3,
-        head_lr_multiplier=3,
-        warmup=0.0,
-        patience=100,
-        device="cpu",
-        hyper={"dropout": 0.0},
-    )
+    settings = overfit_settings()
     train(docs, docs, kind="iter", encoder=tiny_encoder, output=out, settings=settings)
     torch.set_num_threads(before)
     return out
