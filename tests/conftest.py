@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from nerx.train import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_corpora"
@@ -85,3 +89,21 @@ def model_dir(tiny_encoder, tmp_path_factory) -> Path:
     assert result.exit_code == 0, result.stderr
     assert "best dev F1" in result.stderr
     return out
+
+
+def overfit_settings(**changes) -> TrainSettings:
+    """Settings under which every model kind must overfit two sample documents."""
+    from nerx.train import TrainSettings
+
+    values = {
+        "epochs": 250,
+        "batch_size": 2,
+        "learning_rate": 3e-3,
+        "head_lr_multiplier": 3,
+        "warmup": 0.0,
+        # Span models sit at F1 0 for dozens of epochs before they take off.
+        "patience": 100,
+        "device": "cpu",
+        "hyper": {"dropout": 0.0},
+    }
+    return TrainSettings(**{**values, **changes})

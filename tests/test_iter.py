@@ -18,7 +18,8 @@ from nerx.extract import TextPreparer, predict_documents
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
 from nerx.models.iter import GatedFFN, span_candidates
-from nerx.train import TrainSettings, train
+from nerx.train import train
+from tests.conftest import overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 
@@ -41,16 +42,7 @@ def overfit(tiny_encoder, tmp_path_factory):
     docs = {doc.id: doc for doc in read(SAMPLES / "news.jsonl")}
     docs = [docs["news-001"], docs["news-002"]]
     out = tmp_path_factory.mktemp("overfit-iter")
-    settings = TrainSettings(
-        epochs=250,
-        batch_size=2,
-        learning_rate=3e-3,
-        head_lr_multiplier=3,
-        warmup=0.0,
-        patience=100,
-        device="cpu",
-        hyper={"dropout": 0.0},
-    )
+    settings = overfit_settings()
     train(docs, docs, kind="iter", encoder=tiny_encoder, output=out, settings=settings)
     TextPreparer()(docs)
     return out, docs

@@ -20,7 +20,8 @@ from nerx.models import MODELS, ModelConfig, SpanModel, load_model, model_class,
 from nerx.models.base import Output
 from nerx.models.spandec import SpanDecoderLayer, enumerate_spans
 from nerx.models.token import decode_bio
-from nerx.train import CHECKPOINT_DIR, METRICS_NAME, TrainSettings, train
+from nerx.train import CHECKPOINT_DIR, METRICS_NAME, train
+from tests.conftest import overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 KINDS = sorted(MODELS)
@@ -43,21 +44,6 @@ def overfit_docs(kind: str) -> list[Document]:
     docs = {doc.id: doc for doc in read(SAMPLES / "news.jsonl")}
     ids = ("news-002", "news-004") if kind in FLAT_KINDS else ("news-001", "news-002")
     return [docs[i] for i in ids]
-
-
-def overfit_settings(**changes) -> TrainSettings:
-    values = {
-        "epochs": 250,
-        "batch_size": 2,
-        "learning_rate": 3e-3,
-        "head_lr_multiplier": 3,
-        "warmup": 0.0,
-        # Span models sit at F1 0 for dozens of epochs before they take off.
-        "patience": 100,
-        "device": "cpu",
-        "hyper": {"dropout": 0.0},
-    }
-    return TrainSettings(**{**values, **changes})
 
 
 def entity_f1(model: SpanModel, docs: list[Document]) -> float:

@@ -20,7 +20,8 @@ from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
 from nerx.models.base import SpanPrediction
 from nerx.models.padellm import Generation, dedupe, place_mentions
-from nerx.train import TrainSettings, train
+from nerx.train import train
+from tests.conftest import overfit_settings
 from tests.tiny_causal_lm import build_tiny_causal_lm
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
@@ -384,20 +385,6 @@ def test_a_span_under_two_labels_keeps_the_higher_sequence_probability(tiny_llam
 
 
 # --------------------------------------------------------------------------- the contract
-def overfit_settings(**changes) -> TrainSettings:
-    values = {
-        "epochs": 250,
-        "batch_size": 2,
-        "learning_rate": 3e-3,
-        "head_lr_multiplier": 3,
-        "warmup": 0.0,
-        "patience": 100,
-        "device": "cpu",
-        "hyper": {"dropout": 0.0},
-    }
-    return TrainSettings(**{**values, **changes})
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_llama, tmp_path_factory):
     """A padellm model overfit on news-001 and news-002 (with "Oslo" nested in "University of

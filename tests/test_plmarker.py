@@ -35,7 +35,7 @@ from nerx.models.plmarker import (
     pair_targets,
 )
 from nerx.train import CHECKPOINT_DIR, train
-from tests.test_models import overfit_settings
+from tests.conftest import overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 RELATIONS = ["Live_In", "Spouse", "Work_For"]

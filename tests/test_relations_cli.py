@@ -10,8 +10,7 @@ from typer.testing import CliRunner
 from nerx.cli import app
 from nerx.io import read
 from nerx.train import train
-from tests.conftest import SAMPLES
-from tests.test_models import overfit_settings
+from tests.conftest import SAMPLES, overfit_settings
 
 NEWS = SAMPLES / "news.jsonl"
 

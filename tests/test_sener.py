@@ -30,7 +30,8 @@ from nerx.models.sener import (
     span_validity,
     vertical_index,
 )
-from nerx.train import TrainSettings, train
+from nerx.train import train
+from tests.conftest import overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 LABELS = ["LOC", "MISC", "ORG", "PER"]
@@ -356,7 +357,7 @@ def test_lora_trains_adapters_and_heads_only(tiny_encoder, tmp_path):
         kind="sener",
         encoder=tiny_encoder,
         output=tmp_path,
-        settings=_overfit_settings(epochs=3, hyper={"dropout": 0.0, "lora_rank": 2}),
+        settings=overfit_settings(epochs=3, hyper={"dropout": 0.0, "lora_rank": 2}),
     )
     tuned = load_model(tmp_path)
     state = tuned.state_dict()
@@ -376,20 +377,6 @@ def _overfit_docs() -> list[Document]:
     return [docs["news-001"], docs["news-002"]]
 
 
-def _overfit_settings(**changes) -> TrainSettings:
-    values = {
-        "epochs": 250,
-        "batch_size": 2,
-        "learning_rate": 3e-3,
-        "head_lr_multiplier": 3,
-        "warmup": 0.0,
-        "patience": 100,
-        "device": "cpu",
-        "hyper": {"dropout": 0.0},
-    }
-    return TrainSettings(**{**values, **changes})
-
-
 def _rows(docs: list[Document]) -> list[list[tuple]]:
     return [[(e.start, e.end, e.label, round(e.score, 6)) for e in doc.entities] for doc in docs]
 
@@ -398,7 +385,7 @@ def _rows(docs: list[Document]) -> list[list[tuple]]:
 def overfit(tiny_encoder, tmp_path_factory):
     docs = _overfit_docs()
     out = tmp_path_factory.mktemp("overfit-sener")
-    train(docs, docs, kind="sener", encoder=tiny_encoder, output=out, settings=_overfit_settings())
+    train(docs, docs, kind="sener", encoder=tiny_encoder, output=out, settings=overfit_settings())
     return out, docs
 
 
