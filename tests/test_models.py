@@ -277,6 +277,26 @@ def test_spandec_decode_flat_is_greedy_by_score(spandec_model):
     ]
 
 
+def test_spandec_logits_do_not_depend_on_the_span_chunk(spandec_model, samples):
+    docs = list(read(samples / "news.jsonl"))[:3]
+    TextPreparer()(docs)
+    examples = [ex for i, doc in enumerate(docs) for ex in spandec_model.prepare(doc, i)]
+    batch = spandec_model.collate(examples)
+    spandec_model.eval()
+    logits = []
+    try:
+        for chunk in (3, 10_000):
+            spandec_model.config.hyper["span_chunk"] = chunk
+            with torch.no_grad():
+                logits.append(spandec_model(batch).tensors["logits"])
+    finally:
+        spandec_model.config.hyper.pop("span_chunk", None)
+    real = batch["span_mask"]
+    assert int(real.sum()) > 3 * 10  # many chunks of three
+    torch.testing.assert_close(logits[0], logits[1])
+    assert bool((logits[0][real] != 0).all()) and bool((logits[0][~real] == 0).all())
+
+
 # --------------------------------------------------------------------------- SF-SpanDec filter
 @pytest.fixture(scope="module")
 def sf_model(tiny_encoder):
@@ -385,8 +405,9 @@ def test_span_decoder_layer_equals_dense_attention(heads, position_bias):
     with torch.no_grad():
         for param in layer.parameters():
             param.normal_(0.0, 0.4)
-    start_q = torch.randn(2, words, hidden)
-    end_q = torch.randn(2, words, hidden)
+    m_start, m_end = torch.randn(hidden), torch.randn(hidden)
+    positions = torch.randn(length, hidden)  # pos(0..T-1)
+    word_starts = torch.tensor([[1, 2, 4, 5, 6, 7], [1, 3, 4, 0, 0, 0]])
     text = torch.randn(2, length, hidden)
     text_mask = torch.ones(2, length, dtype=torch.bool)
     text_mask[1, 5:] = False
@@ -395,16 +416,18 @@ def test_span_decoder_layer_equals_dense_attention(heads, position_bias):
     spans = torch.tensor(
         [
             [[0, 0], [0, 3], [2, 5], [4, 4], [1, 2]],
-            [[5, 5], [0, 1], [3, 5], [2, 2], [0, 0]],
+            [[2, 2], [0, 1], [1, 2], [2, 2], [0, 0]],
         ]
     )
-    word_pos, text_pos = torch.randn(2, words, hidden), torch.randn(length, hidden)
+    word_pos = positions[word_starts]  # (B, W, H)
+    # The layer takes the spans packed: flat (start, last) word indices into the 2 x 6 words.
+    packed = (spans + words * torch.arange(2).view(2, 1, 1)).flatten(0, 1)
     with torch.no_grad():
-        got = layer(start_q, end_q, spans, text, text_mask, word_pos, text_pos)
+        got = layer(m_start, m_end, positions, word_starts, packed, text, text_mask)
         expected = _dense_reference(
-            layer, start_q, end_q, spans, text, text_mask, word_pos, text_pos
+            layer, m_start + word_pos, m_end + word_pos, spans, text, text_mask, word_pos, positions
         )
-    assert got.shape == (2, 5, 2, hidden)
+    got = got.view(2, 5, 2, hidden)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 

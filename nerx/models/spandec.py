@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,6 +40,9 @@ from nerx.models.base import (
 )
 from nerx.models.encoder import drop_last_layer, encoder_layers, encoder_position_embeddings
 
+#: Spans decoded at once at inference; small enough for the per-span tensors to stay in cache.
+SPAN_CHUNK = 1024
+
 
 def enumerate_spans(sentences: Sequence[tuple[int, int]], max_length: int) -> torch.Tensor:
     """All (start, end) word spans, end exclusive, of at most ``max_length`` words inside each
@@ -57,10 +61,11 @@ class SpanDecoderLayer(nn.Module):
     """Pre-norm cross-attention of span queries over ``[own two queries, text]``.
 
     A query depends only on its word's position, so its projections and its attention over
-    the text are computed once per *word*: (B, W, T), not per span. Per span only the 2 x 2
-    "own" scores are new; they are merged with the per-word text term through a shared
-    log-sum-exp, which gives exactly the softmax over ``[q_i, q_j, z_1..z_L]`` without ever
-    building a (spans x text) or (spans x spans) tensor.
+    the text are computed once per *word*: (B, W, T), not per span. Per span only the two
+    partner scores (q_i . k_j, q_j . k_i) are new; they are merged with the per-word text term
+    through a shared log-sum-exp, which gives exactly the softmax over ``[q_i, q_j,
+    z_1..z_L]`` without ever building a (spans x text) or (spans x spans) tensor. Spans are
+    packed across the batch, so no work is spent on padding.
     """
 
     def __init__(self, hidden: int, heads: int, dropout: float, position_bias: bool) -> None:
@@ -88,62 +93,147 @@ class SpanDecoderLayer(nn.Module):
 
     def forward(
         self,
-        start_queries: torch.Tensor,
-        end_queries: torch.Tensor,
-        spans: torch.Tensor,
+        start_query: torch.Tensor,
+        end_query: torch.Tensor,
+        positions: torch.Tensor,
+        word_starts: torch.Tensor,
+        span_words: torch.Tensor,
         text: torch.Tensor,
         text_mask: torch.Tensor,
-        word_positions: torch.Tensor | None = None,
-        text_positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        # start/end_queries (B, W, H) per word; spans (B, S, 2) word (start, last);
-        # text (B, T, H); text_mask (B, T) bool; word/text_positions (B, W, H) / (T, H): the
-        # position embeddings for the position term. Returns (B, S, 2, H).
-        b, _, h = start_queries.shape
-        split = (self.heads, self.head_dim)
-        scale = 1.0 / math.sqrt(self.head_dim)
+        """Decode N spans packed across the batch.
+
+        start/end_query (H,): m_start, m_end; positions (T, H): the position embeddings of
+        subwords 0..T-1; word_starts (B, W): each word's first subword; span_words (N, 2):
+        each span's (start, last) word as a flat index into the batch's B * W words; text
+        (B, T, H); text_mask (B, T) bool. Returns (N, 2, H): the decoded start and end query
+        of every span.
+        """
+        states = self.word_states(
+            start_query,
+            end_query,
+            positions,
+            word_starts,
+            text,
+            text_mask,
+            widest_span(span_words),
+        )
+        return self.decode_spans(states, span_words)
+
+    def word_states(
+        self,
+        start_query: torch.Tensor,
+        end_query: torch.Tensor,
+        positions: torch.Tensor,
+        word_starts: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        widest: int,
+    ) -> WordStates:
+        """Everything a query contributes that depends on its word alone, for spans of up to
+        ``widest`` words: the per-span step only gathers from these tables."""
+        b, w = word_starts.shape
+        heads, d = self.heads, self.head_dim
+        h = heads * d
+        scale = 1.0 / math.sqrt(d)
         t_norm = self.norm_text(text)
-        k_text = self.key(t_norm).view(b, -1, *split)  # (B, T, heads, d)
-        v_text = self.value(t_norm).view(b, -1, *split)
-        rows = torch.arange(b, device=spans.device).unsqueeze(1)
+        k_text = self.key(t_norm).view(b, -1, heads, d)  # (B, T, heads, d)
+        v_text = self.value(t_norm).view(b, -1, heads, d)
         position_scores = None
         if self.position_bias:
-            pq = self.position_query(self.norm_position(word_positions)).view(b, -1, *split)
-            pk = self.position_key(self.norm_position(text_positions)).view(-1, *split)
-            position_scores = torch.einsum("bwhd,thd->bhwt", pq, pk) * scale  # (B, heads, W, T)
-        q, k, v, text_max, text_sum, text_mix = [], [], [], [], [], []
-        for queries, words in ((start_queries, spans[..., 0]), (end_queries, spans[..., 1])):
+            normed = self.norm_position(positions)
+            pq = F.embedding(word_starts, self.position_query(normed)).view(b, w, heads, d)
+            pk = self.position_key(normed).view(-1, heads, d)  # (T, heads, d)
+            position_scores = torch.einsum("bwhd,thd->bhwt", pq * scale, pk)  # (B, heads, W, T)
+        rows, projected = [], []
+        for query in (start_query, end_query):
+            # A query is m + pos(first subword): its projections are computed per position
+            # (T rows, not B x W) and looked up for each word.
+            queries = query + positions  # (T, H)
             normed = self.norm_query(queries)
-            qw = self.query(normed).view(b, -1, *split)  # (B, W, heads, d)
-            scores = torch.einsum("bwhd,bthd->bhwt", qw, k_text) * scale  # (B, heads, W, T)
+            per_position = torch.cat(
+                [self.query(normed), self.key(normed), self.value(normed), queries], -1
+            )
+            q, k, v, queries = F.embedding(word_starts, per_position).split(h, -1)  # (B, W, H)
+            scores = torch.einsum("bwhd,bthd->bhwt", (q * scale).view(b, w, heads, d), k_text)
             if position_scores is not None:
-                scores = scores + position_scores
-            scores = scores.masked_fill(~text_mask[:, None, None, :], float("-inf"))
-            peak = scores.amax(-1, keepdim=True)  # (B, heads, W, 1)
-            weights = (scores - peak).exp()
-            mix = torch.einsum("bhwt,bthd->bwhd", weights, v_text)  # (B, W, heads, d)
-            # Gather the per-word pieces for each span's start (or end) word: (B, S, ...)
-            q.append(qw[rows, words])
-            k.append(self.key(normed).view(b, -1, *split)[rows, words])
-            v.append(self.value(normed).view(b, -1, *split)[rows, words])
-            text_max.append(peak.squeeze(-1).transpose(1, 2)[rows, words])  # (B, S, heads)
-            text_sum.append(weights.sum(-1).transpose(1, 2)[rows, words])  # (B, S, heads)
-            text_mix.append(mix[rows, words])  # (B, S, heads, d)
-        q_pair, k_pair, v_pair = (torch.stack(x, dim=2) for x in (q, k, v))  # (B, S, 2, heads, d)
-        own = torch.einsum("bsqhd,bskhd->bsqhk", q_pair, k_pair) * scale  # (B, S, 2, heads, 2)
-        t_max = torch.stack(text_max, dim=2)  # (B, S, 2, heads)
-        peak = torch.maximum(own.amax(-1), t_max)
-        own_w = (own - peak.unsqueeze(-1)).exp()  # (B, S, 2, heads, 2)
-        text_w = (t_max - peak).exp()  # (B, S, 2, heads)
-        total = own_w.sum(-1) + text_w * torch.stack(text_sum, dim=2)
-        mixed = torch.einsum("bsqhk,bskhd->bsqhd", own_w, v_pair) + text_w.unsqueeze(
-            -1
-        ) * torch.stack(text_mix, dim=2)
-        mixed = mixed / total.unsqueeze(-1)  # (B, S, 2, heads, d)
-        queries = torch.stack(
-            [start_queries[rows, spans[..., 0]], end_queries[rows, spans[..., 1]]], 2
+                scores.add_(position_scores)
+            scores.masked_fill_(~text_mask[:, None, None, :], float("-inf"))
+            # The peak only keeps exp() in range; the result does not depend on it, so it
+            # takes no gradient, and the scores can be turned into weights in place.
+            peak = scores.detach().amax(-1, keepdim=True)  # (B, heads, W, 1)
+            weights = scores.sub_(peak).exp_()
+            mix = torch.einsum("bhwt,bthd->bwhd", weights, v_text).reshape(b, w, h)
+            self_score = (q * k).view(b, w, heads, d).sum(-1) * scale  # (B, W, heads)
+            text_peak = peak.squeeze(-1).transpose(1, 2)  # (B, W, heads)
+            text_sum = weights.sum(-1).transpose(1, 2)
+            rows.append(torch.cat([v, mix, queries, text_peak, text_sum, self_score], -1))
+            projected.append((q, k))
+        # Partner scores for every word and span width: q_start(i) . k_end(i + offset) and
+        # q_end(i + offset) . k_start(i), (B, W, widest, 2 * heads). Spans never reach past
+        # their row's words, so the zero padding is never read.
+        (q_start, k_start), (q_end, k_end) = projected
+        k_end, q_end = (F.pad(x, (0, 0, 0, widest - 1)) for x in (k_end, q_end))
+        partner = torch.stack(
+            [
+                torch.cat(
+                    [q_start * k_end[:, o : o + w], q_end[:, o : o + w] * k_start], -1
+                ).view(b, w, 2 * heads, d).sum(-1)
+                for o in range(widest)
+            ],
+            dim=2,
+        ) * scale
+        return WordStates(
+            rows=torch.cat(rows).flatten(0, 1),  # (2 * B * W, 3H + 3 heads): start, then end
+            partner=partner.flatten(0, 2),  # (B * W * widest, 2 * heads)
+            words=b * w,
+            widest=widest,
         )
-        return queries + self.dropout(self.out(mixed.reshape(*mixed.shape[:3], h)))
+
+    def decode_spans(self, states: WordStates, span_words: torch.Tensor) -> torch.Tensor:
+        """(N, 2, H): the decoded start and end query of each span in ``span_words``."""
+        heads, d = self.heads, self.head_dim
+        h = heads * d
+        offset = span_words[:, 1] - span_words[:, 0]
+        # The start word's start row and the last word's end row, in one gather.
+        own = states.rows.index_select(
+            0, (span_words + span_words.new_tensor([0, states.words])).flatten()
+        ).view(-1, 2, 3 * h + 3 * heads)
+        v, mix, queries = own[..., : 3 * h].view(-1, 2, 3, h).unbind(2)  # (N, 2, H) each
+        text_peak, text_sum, self_score = own[..., 3 * h :].view(-1, 2, 3, heads).unbind(2)
+        partner = states.partner.index_select(0, span_words[:, 0] * states.widest + offset)
+        partner = partner.view(-1, 2, heads)
+        # Softmax over [self, partner, text], the text part through its per-word peak and sum.
+        peak = torch.maximum(torch.maximum(self_score, partner), text_peak)
+        w_self, w_partner, w_text = ((x - peak).exp() for x in (self_score, partner, text_peak))
+        total = w_self + w_partner + w_text * text_sum
+        w_self, w_partner, w_text = (
+            (x / total).unsqueeze(-1) for x in (w_self, w_partner, w_text)
+        )  # (N, 2, heads, 1)
+        split = (-1, 2, heads, d)
+        mixed = (
+            w_self * v.view(split)
+            + w_partner * v.flip(1).view(split)
+            + w_text * mix.view(split)
+        )
+        return queries + self.dropout(self.out(mixed.view(-1, 2, h)))
+
+
+@dataclass
+class WordStates:
+    """Per-word tables of a :class:`SpanDecoderLayer` for one batch."""
+
+    rows: torch.Tensor  # (2 * words, 3H + 3 heads): [value, text mix, query | peak, sum, self]
+    partner: torch.Tensor  # (words * widest, 2 * heads): partner scores by start and width
+    words: int  # B * W
+    widest: int
+
+
+def widest_span(span_words: torch.Tensor) -> int:
+    """The most words a span in ``span_words`` (N, 2: start, last) covers; at least 1."""
+    if not len(span_words):
+        return 1
+    return int((span_words[:, 1] - span_words[:, 0]).max()) + 1
 
 
 @register("spandec")
@@ -236,7 +326,7 @@ class SpanDec(SpanModel):
             if not self.training:
                 spans, span_mask, kept = self._filter(spans, span_mask, filter_logits)
                 stats = {"spans": float(batch["span_mask"].sum()), "spans_kept": float(kept)}
-        logits = self._classify(text, batch, spans)  # (B, S, 1 + labels)
+        logits = self._classify(text, batch, spans, span_mask)  # (B, S, 1 + labels)
         # Filtered spans no longer line up with the gold labels: no span loss then.
         if batch["has_gold"] and (self.training or not self.uses_filter):
             loss = loss + F.cross_entropy(
@@ -248,27 +338,39 @@ class SpanDec(SpanModel):
             stats=stats,
         )
 
-    def _classify(self, text, batch, spans) -> torch.Tensor:
-        # Queries per word: m_start / m_end + the position of the word's first subword.
-        positions = self._positions(batch["word_starts"])  # (B, W, H)
-        text_positions = (
-            self._positions(torch.arange(text.size(1), device=text.device))
-            if self.decoder.position_bias
-            else None
-        )
-        last_word = (spans[..., 1] - 1).clamp(min=0)
-        word_spans = torch.stack([spans[..., 0], last_word], dim=-1)  # (B, S, 2) inclusive
-        decoded = self.decoder(
-            self.start_query + positions,
-            self.end_query + positions,
-            word_spans,
+    def _classify(self, text, batch, spans, span_mask) -> torch.Tensor:
+        """Logits (B, S, 1 + labels) for the spans under span_mask; zeros elsewhere."""
+        # Subword positions: a word's queries are m_start / m_end + pos(its first subword).
+        positions = self._positions(torch.arange(text.size(1), device=text.device))  # (T, H)
+        # Pack the real spans of the whole batch: (N, 2) flat (start, last) word indices.
+        rows, columns = span_mask.nonzero(as_tuple=True)
+        chosen = spans[rows, columns]  # (N, 2) end exclusive
+        base = (rows * batch["word_starts"].size(1)).unsqueeze(1)
+        span_words = torch.stack([chosen[:, 0], chosen[:, 1] - 1], dim=-1) + base
+        states = self.decoder.word_states(
+            self.start_query,
+            self.end_query,
+            positions,
+            batch["word_starts"],
             text,
             batch["attention_mask"].bool(),
-            positions,
-            text_positions,
-        )  # (B, S, 2, H)
-        pair = self.head_mlp(decoded).flatten(2)  # (B, S, 2H)
-        return self.classifier(pair)
+            widest_span(span_words),
+        )
+        # Spans go through the decoder and head a chunk at a time: the working set stays in
+        # cache and memory stays bounded however many spans a batch has.
+        chunk = self.config.hyper.get("span_chunk", SPAN_CHUNK)
+        packed = [
+            self.classifier(
+                self.head_mlp(self.decoder.decode_spans(states, span_words[first : first + chunk]))
+                .flatten(1)
+            )
+            for first in range(0, len(span_words), chunk)
+        ]
+        width = self.classifier.out_features
+        logits = text.new_zeros((*spans.shape[:2], width))
+        if packed:
+            logits[rows, columns] = torch.cat(packed)
+        return logits
 
     def _positions(self, subword_index: torch.Tensor) -> torch.Tensor:
         if self.own_positions is not None:
