@@ -32,6 +32,7 @@ from nerx.models.plmarker import (
     marker_pass,
     pack_passes,
     pack_spans,
+    sample_negatives,
     pair_targets,
 )
 from nerx.train import CHECKPOINT_DIR, train
@@ -279,6 +280,42 @@ def test_collate_makes_one_pass_per_group(model):
     spans_per_example = len(pack_spans(ex.sentences, 3, 4))
     assert sum(len(c["input_ids"]) for c in batch["ner_chunks"]) == 2 * spans_per_example
     assert batch["ner_spans"][:, 0].tolist().count(1) == len(batch["ner_spans"]) // 2
+
+
+def test_sample_negatives_keeps_every_gold_span_and_caps_the_rest():
+    spans = [(s, s + k) for s in range(30) for k in (1, 2)]
+    gold = {(3, 4), (10, 12), (29, 30)}
+    torch.manual_seed(0)
+    kept = sample_negatives(spans, gold, 20)
+    assert len(kept) == 20 and len(set(kept)) == 20
+    assert gold <= set(kept) and set(kept) <= set(spans)
+    torch.manual_seed(1)
+    assert set(sample_negatives(spans, gold, 20)) != set(kept)  # drawn, not the first ones
+    assert sample_negatives(spans, gold, 60) == spans  # nothing to drop
+    assert set(sample_negatives(spans, gold, 2)) == gold  # never drops gold
+
+
+def test_training_collate_samples_negatives_and_inference_scores_all(model):
+    words = WORDS * 5  # one 30-word sentence: 87 candidates of up to 3 words
+    doc = Document.from_words(
+        "d", words, sentence_lengths=[30], token_entities=[(0, 1, "PER"), (28, 29, "LOC")]
+    )
+    (ex,) = model.prepare(doc, gold=True)
+    model.config.hyper["train_spans"] = 12
+    try:
+        model.train()
+        trained = model.collate([ex])
+        model.eval()
+        scored = model.collate([ex])
+    finally:
+        model.config.hyper.pop("train_spans")
+    all_spans = [span for group in pack_spans(ex.sentences, 3, 4) for span in group]
+    assert len(scored["ner_spans"]) == len(all_spans) == 87
+    assert len(trained["ner_spans"]) == 12
+    picked = [tuple(row[1:]) for row in trained["ner_spans"].tolist()]
+    assert picked == sorted(picked)  # still packed by start, then end
+    assert {(0, 1), (28, 29)} <= set(picked)
+    assert int((trained["ner_labels"] > 0).sum()) == 2
 
 
 # --------------------------------------------------------------------------- relations

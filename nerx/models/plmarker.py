@@ -45,6 +45,9 @@ Hyperparameters (``config.hyper``):
 * ``re_group_size`` (32): objects per RE pass.
 * ``encoder_batch`` (32): passes per encoder call; passes are sorted by length and each call
   is padded only to its longest pass.
+* ``train_spans`` (256): NER candidates per training window: every gold span plus randomly
+  sampled negatives (all of them in shorter windows). Bounds a batch's passes, which are all
+  kept for the backward pass; inference always scores every candidate.
 * ``dropout`` (0.1): in the classifier FFNs.
 * ``shared_encoder`` (False): one encoder for NER and RE instead of two copies.
 * ``type_loss_weight`` (1.0): weight of the auxiliary object-type loss.
@@ -57,8 +60,9 @@ Hyperparameters (``config.hyper``):
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any
 
 import torch
@@ -88,6 +92,8 @@ RE_MARKER_WORDS = ("<", ">", "[", "]")
 READS = 4
 #: Tokens the solid subject markers add to an RE pass.
 SOLID_MARKERS = 2
+#: NER candidates per training window: every gold span, the rest sampled negatives.
+TRAIN_SPANS = 256
 
 
 # ---------------------------------------------------------------------- passes
@@ -192,12 +198,31 @@ def encode_passes(
 
 
 def pack_spans(
-    sentences: Sequence[tuple[int, int]], max_length: int, group_size: int
+    sentences: Sequence[tuple[int, int]],
+    max_length: int,
+    group_size: int,
+    keep: Callable[[list[tuple[int, int]]], list[tuple[int, int]]] | None = None,
 ) -> list[list[tuple[int, int]]]:
     """Candidate spans sorted by (start, end), cut into groups of ``group_size``: the NER
-    passes of one window, neighbouring spans together."""
+    passes of one window, neighbouring spans together. ``keep`` may first pick a subset."""
     spans = sorted(tuple(span) for span in enumerate_spans(sentences, max_length).tolist())
+    if keep is not None:
+        spans = sorted(keep(spans))
     return [spans[i : i + group_size] for i in range(0, len(spans), group_size)]
+
+
+def sample_negatives(
+    spans: Sequence[tuple[int, int]], gold: Collection[tuple[int, int]], most: int
+) -> list[tuple[int, int]]:
+    """Every gold span plus negatives drawn at random (torch's RNG, so training seeds
+    apply), ``most`` spans in all when there are more candidates than that."""
+    if len(spans) <= most:
+        return list(spans)
+    positives = [span for span in spans if span in gold]
+    negatives = [span for span in spans if span not in gold]
+    room = max(most - len(positives), 0)
+    picked = torch.randperm(len(negatives))[:room].tolist()
+    return positives + [negatives[k] for k in picked]
 
 
 # ---------------------------------------------------------------------- relation classes
@@ -393,11 +418,19 @@ class PLMarker(SpanModel):
 
     def _ner_inputs(self, examples: Sequence[Example]) -> dict[str, Any]:
         group_size = int(self.config.hyper.get("group_size", 64))
+        # Training sees every gold span but a bounded sample of the negatives: a long
+        # sentence has hundreds of candidates, and every pass is kept for the backward pass.
+        most = int(self.config.hyper.get("train_spans", TRAIN_SPANS))
         passes, spans, labels = [], [], []
         for row, ex in enumerate(examples):
             gold = {(s, e): label for s, e, label in ex.gold_spans}
             n = len(ex.input_ids)
-            for group in pack_spans(ex.sentences, self.config.max_span_length, group_size):
+            keep = None
+            if self.training and ex.has_gold:
+                keep = partial(sample_negatives, gold=gold, most=most)
+            for group in pack_spans(
+                ex.sentences, self.config.max_span_length, group_size, keep
+            ):
                 anchors = [(ex.word_starts[s], ex.word_ends[e - 1]) for s, e in group]
                 p = marker_pass(ex.input_ids, anchors, (START, END))
                 p.reads = [
