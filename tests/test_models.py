@@ -297,6 +297,36 @@ def test_spandec_logits_do_not_depend_on_the_span_chunk(spandec_model, samples):
     assert bool((logits[0][real] != 0).all()) and bool((logits[0][~real] == 0).all())
 
 
+@pytest.mark.parametrize("kind", ["token", "spandec", "sf-spandec"])
+def test_calibration_picks_the_outside_bias_with_the_best_dev_f1(kind, tiny_encoder):
+    model = model_class(kind).create(ModelConfig(kind=kind, labels=["PER"], encoder=tiny_encoder))
+    # A dev F1 that peaks at bias 1.5 and is flat above it: the smaller bias wins the tie.
+    curve = {0.0: 80.0, 0.5: 81.0, 1.0: 82.0, 1.5: 83.0, 2.0: 83.0, 3.0: 79.0}
+    chosen = model.calibrate(lambda: curve[model.config.hyper.get("outside_bias", 0.0)])
+    assert chosen["outside_bias"] == 1.5 == model.config.hyper["outside_bias"]
+    assert chosen["dev_f1_by_outside_bias"] == curve
+
+
+def test_outside_bias_turns_a_narrow_no_entity_call_into_an_entity(spandec_model):
+    logits = torch.tensor([[[2.0, 1.6, -3.0], [5.0, 0.0, 0.0]]])  # O wins by 0.4, then by 5
+    output = Output(
+        tensors={
+            "logits": logits,
+            "spans": torch.tensor([[[0, 1], [1, 2]]]),
+            "span_mask": torch.ones(1, 2, dtype=torch.bool),
+        }
+    )
+    batch = {"examples": [None]}
+    found = []
+    for bias in (0.0, 0.5):
+        spandec_model.config.hyper["outside_bias"] = bias
+        found.append(
+            [(s.start, s.end, s.label) for s in spandec_model.decode(output, batch)[0].spans]
+        )
+    spandec_model.config.hyper.pop("outside_bias")
+    assert found == [[], [(0, 1, "LOC")]]
+
+
 # --------------------------------------------------------------------------- SF-SpanDec filter
 @pytest.fixture(scope="module")
 def sf_model(tiny_encoder):

@@ -38,6 +38,8 @@ from nerx.models.encoder import (
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: Amounts tried off the "no entity" logit when a model calibrates its decision on dev.
+OUTSIDE_BIASES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 ENCODER_DIR = "encoder"
 
 
@@ -254,6 +256,26 @@ class SpanModel(nn.Module):
         return {}
 
     # ------------------------------------------------------------------ shared helpers
+    def calibrate_outside_bias(self, dev_score) -> dict[str, Any]:
+        """Choose on dev how much to take off the "no entity" logit (class 0) before
+        decoding: span and tag classifiers trained on mostly-O data lean to precision, and
+        this trades some of it for recall. The best dev F1 wins; a tie goes to the smaller
+        bias. Shared by the classifiers whose class 0 is O (token, spandec, sf-spandec)."""
+        results = {}
+        for bias in OUTSIDE_BIASES:
+            self.config.hyper["outside_bias"] = bias
+            results[bias] = dev_score()
+        chosen = min(results, key=lambda bias: (-results[bias], bias))
+        self.config.hyper["outside_bias"] = chosen
+        return {"outside_bias": chosen, "dev_f1_by_outside_bias": results}
+
+    def outside_biased(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` (..., classes) with the calibrated ``outside_bias`` taken off class 0."""
+        bias = float(self.config.hyper.get("outside_bias", 0.0))
+        if not bias:
+            return logits
+        return torch.cat([logits[..., :1] - bias, logits[..., 1:]], dim=-1)
+
     def encode(self, batch: dict[str, Any]) -> torch.Tensor:
         """Run the encoder: (batch, subwords, hidden)."""
         return self.encoder(

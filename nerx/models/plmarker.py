@@ -428,9 +428,7 @@ class PLMarker(SpanModel):
             keep = None
             if self.training and ex.has_gold:
                 keep = partial(sample_negatives, gold=gold, most=most)
-            for group in pack_spans(
-                ex.sentences, self.config.max_span_length, group_size, keep
-            ):
+            for group in pack_spans(ex.sentences, self.config.max_span_length, group_size, keep):
                 anchors = [(ex.word_starts[s], ex.word_ends[e - 1]) for s, e in group]
                 p = marker_pass(ex.input_ids, anchors, (START, END))
                 p.reads = [

@@ -174,15 +174,18 @@ class SpanDecoderLayer(nn.Module):
         # their row's words, so the zero padding is never read.
         (q_start, k_start), (q_end, k_end) = projected
         k_end, q_end = (F.pad(x, (0, 0, 0, widest - 1)) for x in (k_end, q_end))
-        partner = torch.stack(
-            [
-                torch.cat(
-                    [q_start * k_end[:, o : o + w], q_end[:, o : o + w] * k_start], -1
-                ).view(b, w, 2 * heads, d).sum(-1)
-                for o in range(widest)
-            ],
-            dim=2,
-        ) * scale
+        partner = (
+            torch.stack(
+                [
+                    torch.cat([q_start * k_end[:, o : o + w], q_end[:, o : o + w] * k_start], -1)
+                    .view(b, w, 2 * heads, d)
+                    .sum(-1)
+                    for o in range(widest)
+                ],
+                dim=2,
+            )
+            * scale
+        )
         return WordStates(
             rows=torch.cat(rows).flatten(0, 1),  # (2 * B * W, 3H + 3 heads): start, then end
             partner=partner.flatten(0, 2),  # (B * W * widest, 2 * heads)
@@ -212,9 +215,7 @@ class SpanDecoderLayer(nn.Module):
         )  # (N, 2, heads, 1)
         split = (-1, 2, heads, d)
         mixed = (
-            w_self * v.view(split)
-            + w_partner * v.flip(1).view(split)
-            + w_text * mix.view(split)
+            w_self * v.view(split) + w_partner * v.flip(1).view(split) + w_text * mix.view(split)
         )
         return queries + self.dropout(self.out(mixed.view(-1, 2, h)))
 
@@ -361,8 +362,9 @@ class SpanDec(SpanModel):
         chunk = self.config.hyper.get("span_chunk", SPAN_CHUNK)
         packed = [
             self.classifier(
-                self.head_mlp(self.decoder.decode_spans(states, span_words[first : first + chunk]))
-                .flatten(1)
+                self.head_mlp(
+                    self.decoder.decode_spans(states, span_words[first : first + chunk])
+                ).flatten(1)
             )
             for first in range(0, len(span_words), chunk)
         ]
@@ -397,8 +399,11 @@ class SpanDec(SpanModel):
         return packed, packed_mask, int(counts.sum())
 
     # ------------------------------------------------------------------ decoding
+    def calibrate(self, dev_score) -> dict[str, Any]:
+        return self.calibrate_outside_bias(dev_score)
+
     def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
-        probs = output.tensors["logits"].float().softmax(-1)  # (B, S, 1 + labels)
+        probs = self.outside_biased(output.tensors["logits"].float()).softmax(-1)  # (B, S, C)
         score, label = probs.max(-1)
         is_entity = (label > 0) & output.tensors["span_mask"]
         spans = output.tensors["spans"]
@@ -424,7 +429,9 @@ class SFSpanDec(SpanDec):
 
     def calibrate(self, dev_score) -> dict[str, Any]:
         """Choose the filter threshold on dev: the highest one whose F1 is within 0.1 of the
-        best, since a higher threshold prunes more spans (faster) at equal accuracy."""
+        best, since a higher threshold prunes more spans (faster) at equal accuracy. Then the
+        outside bias, with that threshold."""
+        self.config.hyper.pop("outside_bias", None)
         results = {}
         for threshold in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
             self.config.hyper["filter_threshold"] = threshold
@@ -432,7 +439,11 @@ class SFSpanDec(SpanDec):
         best = max(results.values())
         chosen = max(t for t, f1 in results.items() if f1 >= best - 0.1)
         self.config.hyper["filter_threshold"] = chosen
-        return {"filter_threshold": chosen, "dev_f1_by_threshold": results}
+        return {
+            "filter_threshold": chosen,
+            "dev_f1_by_threshold": results,
+            **self.calibrate_outside_bias(dev_score),
+        }
 
 
 def greedy_flat(spans: list[SpanPrediction]) -> list[SpanPrediction]:

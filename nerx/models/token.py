@@ -61,8 +61,11 @@ class TokenClassifier(SpanModel):
             loss = F.cross_entropy(logits.flatten(0, 1), batch["tags"].flatten(), ignore_index=-100)
         return Output(loss=loss, tensors={"logits": logits})
 
+    def calibrate(self, dev_score) -> dict[str, Any]:
+        return self.calibrate_outside_bias(dev_score)
+
     def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
-        probs = output.tensors["logits"].float().softmax(-1)
+        probs = self.outside_biased(output.tensors["logits"].float()).softmax(-1)
         best_p, best = probs.max(-1)
         best, best_p = best.tolist(), best_p.tolist()
         return [
