@@ -17,7 +17,7 @@ from nerx.evaluate import evaluate
 from nerx.extract import TextPreparer, predict_documents
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
-from nerx.models.iter import GatedFFN, span_candidates
+from nerx.models.iter import THRESHOLDS, GatedFFN, span_candidates
 from nerx.train import train
 from tests.conftest import overfit_settings
 
@@ -284,6 +284,25 @@ def test_decode_thresholds_are_settings(blank_model, monkeypatch):
     spans, relations, _ = predict_hand_built(blank_model, monkeypatch, nested=True)
     assert [s[:3] for s in spans] == [(0, 1, "PER"), (7, 8, "LOC")]
     assert relations == []
+
+
+def test_calibration_chooses_the_span_then_the_link_threshold_on_dev(blank_model):
+    hyper = blank_model.config.hyper
+    seen = []
+
+    def dev_score():  # best at span 0.4 and link 0.3; 0.6 ties 0.5 for links and loses
+        seen.append((hyper.get("span_threshold"), hyper.get("link_threshold")))
+        span = {0.4: 70.0}.get(hyper["span_threshold"], 60.0)
+        return span + {0.3: 5.0, 0.6: 0.0}.get(hyper.get("link_threshold", 0.5), 0.0)
+
+    try:
+        chosen = blank_model.calibrate(dev_score)
+    finally:
+        hyper.pop("span_threshold", None), hyper.pop("link_threshold", None)
+    assert chosen["span_threshold"] == 0.4 and chosen["link_threshold"] == 0.3
+    assert len(seen) == 2 * len(THRESHOLDS)
+    assert all(link is None for _, link in seen[: len(THRESHOLDS)])  # spans first
+    assert all(span == 0.4 for span, _ in seen[len(THRESHOLDS) :])
 
 
 def test_symmetric_relations_are_trained_both_ways(blank_model):

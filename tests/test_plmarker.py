@@ -32,8 +32,8 @@ from nerx.models.plmarker import (
     marker_pass,
     pack_passes,
     pack_spans,
-    sample_negatives,
     pair_targets,
+    sample_negatives,
 )
 from nerx.train import CHECKPOINT_DIR, train
 from tests.conftest import overfit_settings

@@ -256,18 +256,23 @@ class SpanModel(nn.Module):
         return {}
 
     # ------------------------------------------------------------------ shared helpers
+    def tune(self, dev_score, name: str, values: Sequence[float]) -> dict[str, Any]:
+        """Set ``config.hyper[name]`` to whichever of ``values`` gives the best dev F1; a tie
+        goes to the earlier value. Returns the choice and every value's dev F1."""
+        results = {}
+        for value in values:
+            self.config.hyper[name] = value
+            results[value] = dev_score()
+        chosen = max(results, key=lambda value: results[value])  # first of the best
+        self.config.hyper[name] = chosen
+        return {name: chosen, f"dev_f1_by_{name}": results}
+
     def calibrate_outside_bias(self, dev_score) -> dict[str, Any]:
         """Choose on dev how much to take off the "no entity" logit (class 0) before
         decoding: span and tag classifiers trained on mostly-O data lean to precision, and
-        this trades some of it for recall. The best dev F1 wins; a tie goes to the smaller
-        bias. Shared by the classifiers whose class 0 is O (token, spandec, sf-spandec)."""
-        results = {}
-        for bias in OUTSIDE_BIASES:
-            self.config.hyper["outside_bias"] = bias
-            results[bias] = dev_score()
-        chosen = min(results, key=lambda bias: (-results[bias], bias))
-        self.config.hyper["outside_bias"] = chosen
-        return {"outside_bias": chosen, "dev_f1_by_outside_bias": results}
+        this trades some of it for recall. A tie goes to the smaller bias. Shared by the
+        classifiers whose class 0 is O (token, spandec, sf-spandec)."""
+        return self.tune(dev_score, "outside_bias", OUTSIDE_BIASES)
 
     def outside_biased(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` (..., classes) with the calibrated ``outside_bias`` taken off class 0."""

@@ -42,6 +42,8 @@ Settings (``config.hyper``):
 * ``activation`` (``"gelu"``): ``f`` of the gated FFNs (``gelu``, ``silu``, ``relu``).
 * ``dropout`` (0.1): on the word vectors and inside the gated FFNs.
 * ``left_threshold``, ``span_threshold``, ``link_threshold`` (0.5 each): sigmoid cut-offs.
+  After training, the span and then the link threshold are chosen on dev from
+  ``THRESHOLDS`` (``nerx train`` records the choice).
 * ``left_weight``, ``span_weight``, ``link_weight`` (1.0 each): weights of the three losses.
 """
 
@@ -70,6 +72,8 @@ from nerx.models.base import (
 from nerx.models.spandec import greedy_flat
 
 DEFAULT_OMEGA = 4
+#: Sigmoid cut-offs tried on dev after training; the default first, so it wins ties.
+THRESHOLDS = (0.5, 0.3, 0.4, 0.6, 0.7)
 #: Initial output bias: sigmoid(-3) is about 0.05, a prior that keeps early predictions few.
 PRIOR_BIAS = -3.0
 #: Elements of a pair block built at once while scoring entity pairs (bounds memory).
@@ -388,6 +392,14 @@ class Iter(SpanModel):
             tensors["link_logits"] = self._link_logits(words, bounds)
         stats = {"candidate_spans": float(mask.sum()), "left_brackets": float(lefts.sum())}
         return tensors, stats
+
+    def calibrate(self, dev_score) -> dict[str, Any]:
+        """Choose the span, then the link threshold on dev (Rel+ when the data has
+        relations); 0.5 stays unless another value scores strictly better."""
+        chosen = self.tune(dev_score, "span_threshold", THRESHOLDS)
+        if self.is_link is not None:
+            chosen.update(self.tune(dev_score, "link_threshold", THRESHOLDS))
+        return chosen
 
     def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
         spans = output.tensors["spans"]
