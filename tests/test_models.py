@@ -457,8 +457,13 @@ def test_span_decoder_layer_equals_dense_attention(heads, position_bias):
         expected = _dense_reference(
             layer, m_start + word_pos, m_end + word_pos, spans, text, text_mask, word_pos, positions
         )
-    got = got.view(2, 5, 2, hidden)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        # Training with dropout takes the unfused output path; a dropout that (almost)
+        # never drops must give the same numbers through it.
+        layer.train()
+        layer.dropout = torch.nn.Dropout(1e-12)
+        unfused = layer(m_start, m_end, positions, word_starts, packed, text, text_mask)
+    torch.testing.assert_close(got.view(2, 5, 2, hidden), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(unfused.view(2, 5, 2, hidden), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_span_decoder_layer_rejects_indivisible_heads():

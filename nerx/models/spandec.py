@@ -145,14 +145,17 @@ class SpanDecoderLayer(nn.Module):
             pq = F.embedding(word_starts, self.position_query(normed)).view(b, w, heads, d)
             pk = self.position_key(normed).view(-1, heads, d)  # (T, heads, d)
             position_scores = torch.einsum("bwhd,thd->bhwt", pq * scale, pk)  # (B, heads, W, T)
+        # Without dropout to apply, the output projection's bias rides on the residual.
+        bias_in_queries = not (self.training and self.dropout.p > 0)
         rows, projected = [], []
         for query in (start_query, end_query):
             # A query is m + pos(first subword): its projections are computed per position
             # (T rows, not B x W) and looked up for each word.
             queries = query + positions  # (T, H)
             normed = self.norm_query(queries)
+            residual = queries + self.out.bias if bias_in_queries else queries
             per_position = torch.cat(
-                [self.query(normed), self.key(normed), self.value(normed), queries], -1
+                [self.query(normed), self.key(normed), self.value(normed), residual], -1
             )
             q, k, v, queries = F.embedding(word_starts, per_position).split(h, -1)  # (B, W, H)
             scores = torch.einsum("bwhd,bthd->bhwt", (q * scale).view(b, w, heads, d), k_text)
@@ -191,6 +194,7 @@ class SpanDecoderLayer(nn.Module):
             partner=partner.flatten(0, 2),  # (B * W * widest, 2 * heads)
             words=b * w,
             widest=widest,
+            bias_in_queries=bias_in_queries,
         )
 
     def decode_spans(self, states: WordStates, span_words: torch.Tensor) -> torch.Tensor:
@@ -214,10 +218,12 @@ class SpanDecoderLayer(nn.Module):
             (x / total).unsqueeze(-1) for x in (w_self, w_partner, w_text)
         )  # (N, 2, heads, 1)
         split = (-1, 2, heads, d)
-        mixed = (
-            w_self * v.view(split) + w_partner * v.flip(1).view(split) + w_text * mix.view(split)
-        )
-        return queries + self.dropout(self.out(mixed.view(-1, 2, h)))
+        mixed = (w_self * v.view(split)).addcmul_(w_partner, v.flip(1).view(split))
+        mixed = mixed.addcmul_(w_text, mix.view(split)).view(-1, h)  # (2N, H)
+        if not states.bias_in_queries:
+            return queries + self.dropout(self.out(mixed).view(-1, 2, h))
+        # Without dropout, residual + bias + projection is one GEMM.
+        return torch.addmm(queries.reshape(-1, h), mixed, self.out.weight.t()).view(-1, 2, h)
 
 
 @dataclass
@@ -228,6 +234,7 @@ class WordStates:
     partner: torch.Tensor  # (words * widest, 2 * heads): partner scores by start and width
     words: int  # B * W
     widest: int
+    bias_in_queries: bool  # the query column holds query + the output bias (no dropout)
 
 
 def widest_span(span_words: torch.Tensor) -> int:
