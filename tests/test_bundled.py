@@ -52,6 +52,7 @@ def test_cards_hold_labels_and_both_scores(name):
         assert score >= full[metric] - 1.0, metric
 
 
+@pytest.mark.slow  # loads the real MiniLM encoder
 def test_news_ner_finds_the_obvious_entities(news_ner):
     from nerx.extract import extract
 
@@ -64,6 +65,7 @@ def test_news_ner_finds_the_obvious_entities(news_ner):
     } <= said(doc)
 
 
+@pytest.mark.slow  # loads the real MiniLM encoder
 def test_news_re_finds_the_people_the_companies_and_who_works_where():
     import nerx
     from nerx.extract import extract
@@ -103,6 +105,7 @@ def test_a_missing_directory_path_is_not_taken_for_a_name(tmp_path):
         nerx.load(str(tmp_path / "gone"))
 
 
+@pytest.mark.slow  # loads the real MiniLM encoder
 def test_extract_without_a_model_uses_the_default(samples, tmp_path):
     from nerx.cli import app
     from nerx.io import read
