@@ -14,6 +14,11 @@ SpanDec ("Decoding Text Spans for Efficient and Accurate Named-Entity Recognitio
 SF-SpanDec adds a token filter: a linear entity-vs-O classifier on the encoder output,
 trained jointly. At inference a span containing a word below the threshold is dropped before
 the decoder runs, so the decoder only sees the kept spans (the paper keeps about 15%).
+
+Hyperparameters (``config.hyper``): ``dropout`` (0.1), ``decoder_heads`` (the encoder's),
+``position_bias`` (True: the position-to-position attention term), ``span_chunk`` (1024: spans
+decoded at once), ``nested`` (set from the data), and the dev-calibrated ``filter_threshold``
+(sf-spandec) and ``outside_bias``.
 """
 
 from __future__ import annotations
@@ -60,8 +65,9 @@ def enumerate_spans(sentences: Sequence[tuple[int, int]], max_length: int) -> to
 class SpanDecoderLayer(nn.Module):
     """Pre-norm cross-attention of span queries over ``[own two queries, text]``.
 
-    A query depends only on its word's position, so its projections and its attention over
-    the text are computed once per *word*: (B, W, T), not per span. Per span only the two
+    A query depends only on its word's first-subword position, so its projections are
+    computed once per position and its attention over the text once per *word*: (B, W, T),
+    not per span. Per span only the two
     partner scores (q_i . k_j, q_j . k_i) are new; they are merged with the per-word text term
     through a shared log-sum-exp, which gives exactly the softmax over ``[q_i, q_j,
     z_1..z_L]`` without ever building a (spans x text) or (spans x spans) tensor. Spans are
