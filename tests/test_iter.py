@@ -24,12 +24,7 @@ from tests.conftest import overfit_settings
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sigmoid(x: float) -> float:

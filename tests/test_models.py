@@ -29,13 +29,7 @@ KINDS = sorted(MODELS)
 FLAT_KINDS = {"token"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tiny models are faster on one thread, and the machine's cores are shared.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def overfit_docs(kind: str) -> list[Document]:

@@ -29,12 +29,7 @@ LABELS = ["LOC", "MISC", "ORG", "PER"]
 HAND_WORDS = ["Ruiz", "thanked", "Ana", "Ruiz", "in", "Lyon", "."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def news() -> dict[str, Document]:

@@ -42,12 +42,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 RELATIONS = ["Live_In", "Spouse", "Work_For"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def news(*ids: str) -> list[Document]:

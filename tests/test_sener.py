@@ -37,12 +37,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 LABELS = ["LOC", "MISC", "ORG", "PER"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(tiny_encoder: str, **hyper):
