@@ -155,6 +155,8 @@ def train(
 
     rng = random.Random(settings.seed)
     for epoch in range(state["epoch"] + 1, settings.epochs + 1):
+        if state["stale"] >= settings.patience:
+            break  # a resumed run that had stopped early
         model.train()
         started, seen = time.perf_counter(), 0
         for step, batch_examples in enumerate(_batches(examples, settings.batch_size, rng), 1):
@@ -205,6 +207,8 @@ def train(
     from nerx.models.base import load_model
 
     best = load_model(output, device=device)
+    # --set on a resumed run reaches inference too (e.g. plmarker's ner_model).
+    best.config.hyper.update(settings.hyper)
     calibration = best.calibrate(lambda: _score_with(best, dev_docs, settings, main_metric))
     if calibration:
         best.config.training["calibration"] = calibration

@@ -5,6 +5,7 @@ symmetric relations on hand-built logits, the encoder probe, and an external NER
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +21,7 @@ from nerx.evaluate import evaluate
 from nerx.extract import TextPreparer, predict_documents
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
-from nerx.models.base import Output, SpanPrediction
+from nerx.models.base import OUTSIDE_BIASES, Output, SpanPrediction
 from nerx.models.plmarker import (
     OBJECT_END,
     OBJECT_START,
@@ -381,6 +382,54 @@ def test_decode_reads_an_inverse_as_the_other_direction(model):
     assert prediction.relations[0][3] == pytest.approx((0.8 + 0.3) / 2)
 
 
+def test_relation_bias_turns_a_narrow_no_relation_call_into_a_relation(model):
+    spans = [[SpanPrediction(0, 1, "PER", 0.9), SpanPrediction(2, 3, "ORG", 0.8)]]
+    # Both passes say no relation, but only just (0.45 against 0.40 for Work_For).
+    logits = [_logits(none=0.45, work=0.40), _logits(none=0.45, work_inv=0.40)]
+    output = Output(
+        tensors={
+            "entities": spans,
+            "re_logits": torch.tensor(logits),
+            "re_pairs": [(0, 0, 1), (0, 1, 0)],
+        }
+    )
+    hyper = model.config.hyper
+    try:
+        (before,) = model.decode(output, {"examples": [None]})
+        hyper["relation_bias"] = 0.5
+        (after,) = model.decode(output, {"examples": [None]})
+    finally:
+        hyper.pop("relation_bias", None)
+    assert before.relations == []
+    assert [r[:3] for r in after.relations] == [(0, 1, "Work_For")]
+
+
+@pytest.mark.parametrize("external_ner", [False, True])
+def test_calibration_chooses_the_entity_then_the_relation_bias(model, external_ner):
+    hyper = model.config.hyper
+    seen = []
+
+    def dev_score():  # best at entity bias 1.0 and relation bias 0.5
+        seen.append((hyper.get("outside_bias"), hyper.get("relation_bias")))
+        entity = {1.0: 70.0}.get(hyper.get("outside_bias", 0.0), 60.0)
+        return entity + {0.5: 5.0}.get(hyper.get("relation_bias", 0.0), 0.0)
+
+    if external_ner:
+        hyper["ner_model"] = "elsewhere"
+    try:
+        chosen = model.calibrate(dev_score)
+    finally:
+        for name in ("outside_bias", "relation_bias", "ner_model"):
+            hyper.pop(name, None)
+    assert chosen["relation_bias"] == 0.5
+    assert all(relation is None for _, relation in seen[: len(seen) - len(OUTSIDE_BIASES)])
+    if external_ner:  # the entities are another model's: nothing to tune on them
+        assert "outside_bias" not in chosen and len(seen) == len(OUTSIDE_BIASES)
+    else:
+        assert chosen["outside_bias"] == 1.0 and len(seen) == 2 * len(OUTSIDE_BIASES)
+        assert all(entity == 1.0 for entity, _ in seen[len(OUTSIDE_BIASES) :])
+
+
 # --------------------------------------------------------------------------- the probe
 class _FakeEncoder(nn.Module):
     def __init__(self) -> None:
@@ -451,3 +500,28 @@ def test_ner_model_supplies_the_entities(overfit, tiny_encoder, tmp_path):
     saved = load_model(save_model(fresh, tmp_path / "with-ner-model"))
     assert saved.config.hyper["ner_model"] == str(source)
     assert set(saved.state_dict()) == set(fresh.state_dict())
+
+
+def test_resuming_a_finished_run_with_ner_model_calibrates_relations_on_its_entities(
+    overfit, tiny_encoder, tmp_path
+):
+    out, docs = overfit
+    source = save_model(last_epoch(out), tmp_path / "ner")
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    epochs_before = (run / "metrics.jsonl").read_text().count("\n")
+    settings = overfit_settings(hyper={"dropout": 0.0, "ner_model": str(source)})
+    result = train(
+        docs,
+        docs,
+        kind="plmarker",
+        encoder=tiny_encoder,
+        output=run,
+        settings=settings,
+        resume=True,
+    )
+    assert (run / "metrics.jsonl").read_text().count("\n") == epochs_before  # no more training
+    assert "relation_bias" in result.calibration and "outside_bias" not in result.calibration
+    saved = load_model(run)
+    assert saved.config.hyper["ner_model"] == str(source)
+    assert evaluate(docs, predict_documents(saved, docs)).relations_strict.f1 == 1.0

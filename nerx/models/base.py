@@ -274,9 +274,10 @@ class SpanModel(nn.Module):
         classifiers whose class 0 is O (token, spandec, sf-spandec)."""
         return self.tune(dev_score, "outside_bias", OUTSIDE_BIASES)
 
-    def outside_biased(self, logits: torch.Tensor) -> torch.Tensor:
-        """``logits`` (..., classes) with the calibrated ``outside_bias`` taken off class 0."""
-        bias = float(self.config.hyper.get("outside_bias", 0.0))
+    def outside_biased(self, logits: torch.Tensor, setting: str = "outside_bias") -> torch.Tensor:
+        """``logits`` (..., classes) with the calibrated bias (``config.hyper[setting]``,
+        ``outside_bias`` by default) taken off class 0."""
+        bias = float(self.config.hyper.get(setting, 0.0))
         if not bias:
             return logits
         return torch.cat([logits[..., :1] - bias, logits[..., 1:]], dim=-1)

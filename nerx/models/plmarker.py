@@ -54,6 +54,9 @@ Hyperparameters (``config.hyper``):
 * ``re_max_entities`` (64): at inference, RE runs on at most this many of a window's predicted
   entities, the most confident (an untrained NER head marks spans everywhere).
 * ``ner_model`` (None): a saved nerx model directory whose entities RE runs on at inference.
+* ``outside_bias`` / ``relation_bias`` (0): taken off the "no entity" / "no relation" logit
+  before decoding. Chosen on dev after training (``calibrate``), the NER one first; with
+  ``ner_model`` set, only the relation one.
 * ``nested``: set by the training loop from the data; False keeps decoded entities flat.
 """
 
@@ -72,6 +75,7 @@ from torch import nn
 from nerx.doc import Document
 from nerx.errors import ConfigError, ModelError
 from nerx.models.base import (
+    OUTSIDE_BIASES,
     Example,
     ModelConfig,
     Output,
@@ -592,7 +596,7 @@ class PLMarker(SpanModel):
     def _entities(self, tensors: dict[str, Any], n_rows: int) -> list[list[SpanPrediction]]:
         """Each span's best label when it is not O; flat data keeps the most confident
         non-overlapping spans. Per example, in (start, end) order."""
-        score, label = tensors["ner_logits"].float().softmax(-1).max(-1)
+        score, label = self.outside_biased(tensors["ner_logits"].float()).softmax(-1).max(-1)
         found: list[list[SpanPrediction]] = [[] for _ in range(n_rows)]
         for (row, s, e), k, p in zip(
             tensors["ner_spans"].tolist(), label.tolist(), score.tolist(), strict=True
@@ -633,6 +637,16 @@ class PLMarker(SpanModel):
         return self._ner_source[1].to(self.device)
 
     # ------------------------------------------------------------------ decoding
+    def calibrate(self, dev_score) -> dict[str, Any]:
+        """Choose on dev the bias off the "no entity" logit (unless the entities come from
+        ``ner_model``), then the one off the "no relation" logit."""
+        chosen = {}
+        if not self.config.hyper.get("ner_model"):
+            chosen.update(self.calibrate_outside_bias(dev_score))
+        if self.config.relation_labels:
+            chosen.update(self.tune(dev_score, "relation_bias", OUTSIDE_BIASES))
+        return chosen
+
     def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
         n_rows = len(batch["examples"])
         tensors = output.tensors
@@ -653,7 +667,7 @@ class PLMarker(SpanModel):
         keys = [(row, a, b) for row, a, b in pairs if a < b and (row, b, a) in index]
         if logits is None or not keys:
             return found
-        probs = logits.float().softmax(-1)
+        probs = self.outside_biased(logits.float(), "relation_bias").softmax(-1)
         labels = self.config.relation_labels
         device = probs.device
         choice, score = combine_directions(
