@@ -53,7 +53,8 @@ Hyperparameters (``config.hyper``):
 * ``type_loss_weight`` (1.0): weight of the auxiliary object-type loss.
 * ``re_max_entities`` (64): at inference, RE runs on at most this many of a window's predicted
   entities, the most confident (an untrained NER head marks spans everywhere).
-* ``ner_model`` (None): a saved nerx model directory whose entities RE runs on at inference.
+* ``ner_model`` (None): a saved nerx model directory whose entities RE runs on at inference
+  (a relative path is read from the working directory).
 * ``outside_bias`` / ``relation_bias`` (0): taken off the "no entity" / "no relation" logit
   before decoding. Chosen on dev after training (``calibrate``), the NER one first; with
   ``ner_model`` set, only the relation one.
