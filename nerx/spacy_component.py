@@ -69,8 +69,10 @@ class NerxComponent:
 
     # ------------------------------------------------------------------ running
     @property
-    def model(self):
-        """The nerx model, loaded on first use."""
+    def nerx_model(self):
+        """The nerx model, loaded on first use. Not called ``model``: spaCy probes a
+        component's ``model`` while it links a pipeline, before ``from_disk`` has said where
+        a saved model lies, and the probe must not load anything."""
         if self._model is None:
             from nerx.extract import resolve_device
             from nerx.models import load_model
@@ -90,7 +92,7 @@ class NerxComponent:
         while chunk := list(islice(stream, size)):
             documents = [self._as_document(doc, i) for i, doc in enumerate(chunk)]
             predicted = predict_documents(
-                self.model, documents, batch_size=size, threshold=self.threshold
+                self.nerx_model, documents, batch_size=size, threshold=self.threshold
             )
             for doc, document in zip(chunk, predicted, strict=True):
                 annotate(doc, document)
@@ -113,7 +115,8 @@ class NerxComponent:
             shutil.rmtree(path)
         path.mkdir(parents=True)
         # A compact (bundled) model stays compact: a few MB instead of the whole encoder.
-        save_model(self.model, path / MODEL_DIR, rank=self.model.config.weights.get("rank"))
+        model = self.nerx_model
+        save_model(model, path / MODEL_DIR, rank=model.config.weights.get("rank"))
         (path / SOURCE_NAME).write_text(json.dumps({"model": self.source}), encoding="utf-8")
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> NerxComponent:

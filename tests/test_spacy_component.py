@@ -104,6 +104,15 @@ def test_saved_pipeline_loads_without_the_original_model(model_dir, tmp_path):
     assert [rows(doc) for doc in again.pipe(texts())] == before
 
 
+def test_spacy_probing_the_component_loads_nothing(tmp_path):
+    # Linking a pipeline, spaCy checks each component for attributes such as `model`; when it
+    # loads a saved pipeline, that happens before from_disk says where the model lies.
+    nlp = spacy.blank("en")
+    component = nlp.add_pipe("nerx", config={"model": str(tmp_path / "missing")})
+    for name in ("model", "listeners", "listener_map", "listening_components"):
+        assert getattr(component, name, None) is None
+
+
 def test_unknown_model_is_a_clear_error(tmp_path):
     nlp = spacy.blank("en")
     nlp.add_pipe("nerx", config={"model": str(tmp_path / "missing"), "device": "cpu"})
