@@ -156,7 +156,7 @@ def train(
     rng = random.Random(settings.seed)
     for epoch in range(state["epoch"] + 1, settings.epochs + 1):
         if state["stale"] >= settings.patience:
-            break  # a resumed run that had stopped early
+            break  # early stop; a resumed run that had stopped early trains no more
         model.train()
         started, seen = time.perf_counter(), 0
         for step, batch_examples in enumerate(_batches(examples, settings.batch_size, rng), 1):
@@ -200,14 +200,15 @@ def train(
         _save_checkpoint(output / CHECKPOINT_DIR, model, optimizer, scheduler, state)
         if on_epoch:
             on_epoch({**record, "best": improved})
-        if state["stale"] >= settings.patience:
-            break
 
     # Reload the best epoch, tune inference settings on dev, and save the final model.
     from nerx.models.base import load_model
 
     best = load_model(output, device=device)
-    # --set on a resumed run reaches inference too (e.g. plmarker's ner_model).
+    # A resumed run calibrates afresh: what an earlier calibration chose is dropped first,
+    # and --set reaches inference too (e.g. plmarker's ner_model).
+    for name in best.config.training.pop("calibration", {}):
+        best.config.hyper.pop(name, None)
     best.config.hyper.update(settings.hyper)
     calibration = best.calibrate(lambda: _score_with(best, dev_docs, settings, main_metric))
     if calibration:

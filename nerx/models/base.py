@@ -271,7 +271,8 @@ class SpanModel(nn.Module):
         """Choose on dev how much to take off the "no entity" logit (class 0) before
         decoding: span and tag classifiers trained on mostly-O data lean to precision, and
         this trades some of it for recall. A tie goes to the smaller bias. Shared by the
-        classifiers whose class 0 is O (token, spandec, sf-spandec)."""
+        classifiers whose class 0 is O (token, spandec, sf-spandec,
+        plmarker's NER step)."""
         return self.tune(dev_score, "outside_bias", OUTSIDE_BIASES)
 
     def outside_biased(self, logits: torch.Tensor, setting: str = "outside_bias") -> torch.Tensor:

@@ -444,7 +444,6 @@ class SFSpanDec(SpanDec):
         """Choose the filter threshold on dev: the highest one whose F1 is within 0.1 of the
         best, since a higher threshold prunes more spans (faster) at equal accuracy. Then the
         outside bias, with that threshold."""
-        self.config.hyper.pop("outside_bias", None)
         results = {}
         for threshold in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
             self.config.hyper["filter_threshold"] = threshold
