@@ -179,7 +179,7 @@ def _full_attention_class():
 def measure_point(system: str, words: int, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from nerx.extract import ExtractionStats, predict_documents
+    from nerx.pipeline import ExtractionStats, predict_documents
 
     torch.set_num_threads(args.threads)
     doc = long_document(args.data, args.fmt, words)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 
 from nerx.doc import Document
-from nerx.evaluate import evaluate
 from nerx.io import read
+from nerx.scoring import evaluate
 
 LONG = 4  # words
 

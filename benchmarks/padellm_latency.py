@@ -1,7 +1,7 @@
 """Per-document latency of ``padellm``: parallel decoding (with and without the shared prefix)
 against autoregressive decoding, on the same weights and the same documents, in one run.
 
-Every document goes through ``nerx.extract.predict_documents`` alone (batch size 1: windows,
+Every document goes through ``nerx.pipeline.predict_documents`` alone (batch size 1: windows,
 prompt, generation, span mapping), once per mode, the modes taking turns document by document
 so a change in machine load hits them alike. One untimed warm-up document per mode first.
 
@@ -33,7 +33,7 @@ BASELINE = "autoregressive"
 
 def measure(model, docs, *, repeats: int = 1) -> dict[str, dict]:
     """Per mode: milliseconds per document, the predictions and the model's counters."""
-    from nerx.extract import ExtractionStats, predict_documents
+    from nerx.pipeline import ExtractionStats, predict_documents
 
     results = {mode: {"ms": [], "predicted": [], "stats": Counter()} for mode in MODES}
     for hyper in MODES.values():  # warm-up: allocator, kernels, lazy imports
@@ -55,7 +55,7 @@ def measure(model, docs, *, repeats: int = 1) -> dict[str, dict]:
 
 
 def table(results: dict[str, dict], gold) -> str:
-    from nerx.evaluate import evaluate
+    from nerx.scoring import evaluate
 
     base = results[BASELINE]["ms"]
     rows = [
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     import nerx.models.padellm  # noqa: F401  (registers the kind)
-    from nerx.extract import TextPreparer
+    from nerx.doc import TextPreparer
     from nerx.io import read
     from nerx.models import load_model
 

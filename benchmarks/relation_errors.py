@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import sys
 
-from nerx.evaluate import evaluate
-from nerx.extract import TextPreparer, predict_documents
+from nerx.doc import TextPreparer
 from nerx.io import read
 from nerx.models import load_model
+from nerx.pipeline import predict_documents
+from nerx.scoring import evaluate
 
 
 def entity_key(doc, index: int) -> tuple[int, int, str]:

@@ -2,7 +2,7 @@
 
 Systems, each timed over the same documents with the same batch size:
 
-* every ``--model NAME=DIR``: ``nerx.extract.predict_documents`` end to end (windows, subword
+* every ``--model NAME=DIR``: ``nerx.pipeline.predict_documents`` end to end (windows, subword
   ids, forward pass, decoding, character offsets). Any saved model kind works, relation
   models included;
 * ``ceiling``: the forward pass alone of the full pretrained encoder (``--encoder``) over the
@@ -202,8 +202,8 @@ class Result:
 
 # ---------------------------------------------------------------------- measuring
 def load_documents(args: argparse.Namespace) -> list:
+    from nerx.doc import TextPreparer
     from nerx.errors import ConfigError
-    from nerx.extract import TextPreparer
     from nerx.io import detect_format, read
 
     name = args.from_format or detect_format(args.data)
@@ -323,8 +323,8 @@ def batches_for(args: argparse.Namespace, docs: Sequence) -> list[dict]:
 
 
 def measure_model(path: str, docs: Sequence, args, device) -> dict:
-    from nerx.extract import ExtractionStats, predict_documents
     from nerx.models import load_model
+    from nerx.pipeline import ExtractionStats, predict_documents
 
     model = load_model(path, device=device)
 
@@ -348,8 +348,8 @@ def measure_model(path: str, docs: Sequence, args, device) -> dict:
 def measure_ceiling(batches: list[dict], args, device) -> dict:
     import torch
 
-    from nerx.extract import autocast, move_batch
     from nerx.models.encoder import load_encoder
+    from nerx.runtime import autocast, move_batch
 
     encoder = load_encoder(args.encoder).to(device).eval()
 
@@ -372,8 +372,8 @@ def measure_peer(docs: Sequence, args, device) -> dict:
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
     from transformers.utils import logging
 
-    from nerx.extract import autocast
     from nerx.models.encoder import resolve_encoder_path
+    from nerx.runtime import autocast
 
     logging.set_verbosity_error()  # the "newly initialized head" warning is the point here
     logging.disable_progress_bar()
@@ -410,7 +410,7 @@ def measure(system: str, args, docs: Sequence, batches: list[dict] | None) -> Re
     """Load and time one system in this process."""
     import torch
 
-    from nerx.extract import resolve_device
+    from nerx.runtime import resolve_device
 
     device = resolve_device(args.device)
     since_start = reset_peak_rss()
@@ -455,7 +455,7 @@ def measure_isolated(system: str, args, batches_file: str | None) -> Result:
 def measure_all(args) -> tuple[dict[str, Any], list[Result]]:
     import torch
 
-    from nerx.extract import resolve_device
+    from nerx.runtime import resolve_device
 
     docs = load_documents(args)
     wanted = systems(args)

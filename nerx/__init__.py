@@ -23,9 +23,9 @@ _EXPORTS = {
     "write": ("nerx.io", "write"),
     "convert": ("nerx.io", "convert"),
     "Report": ("nerx.io", "Report"),
-    "evaluate": ("nerx.evaluate", "evaluate"),
+    "evaluate": ("nerx.scoring", "evaluate"),
     "load": ("nerx.models", "load_model"),
-    "extract": ("nerx.extract", "extract"),
+    "extract": ("nerx.pipeline", "extract"),
 }
 
 __all__ = [
@@ -46,10 +46,10 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from nerx.doc import Document, Entity, Relation
     from nerx.errors import NerxError
-    from nerx.evaluate import evaluate
-    from nerx.extract import extract
     from nerx.io import Report, convert, read, write
     from nerx.models import load_model as load
+    from nerx.pipeline import extract
+    from nerx.scoring import evaluate
 
 
 def __getattr__(name: str):

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nerx.errors import InvalidDocumentError
+from nerx.errors import ConfigError, InvalidDocumentError
 
 # Words are runs of letters/digits (with inner apostrophes/hyphens kept), or one other
 # non-space character. Good enough to give every format a word view; models that need
@@ -196,3 +196,40 @@ def maximal_non_overlapping(entities: Sequence[Entity]) -> list[int]:
             taken.append(i)
             spans.append((s, e))
     return sorted(taken, key=lambda i: (entities[i].start, entities[i].end))
+
+
+class TextPreparer:
+    """Gives raw-text documents word tokens and sentences with a spaCy blank pipeline."""
+
+    def __init__(self, lang: str = "en") -> None:
+        self.lang = lang
+        self._nlp = None
+
+    def __call__(self, docs: Sequence[Document]) -> None:
+        raw = [doc for doc in docs if not doc.tokens]
+        if not raw:
+            return
+        nlp = self._pipeline()
+        for doc, parsed in zip(raw, nlp.pipe(doc.text for doc in raw), strict=True):
+            doc.tokens = [(t.idx, t.idx + len(t.text)) for t in parsed if not t.is_space]
+            index = {t.i: k for k, t in enumerate(t for t in parsed if not t.is_space)}
+            sentences = []
+            for sent in parsed.sents:
+                words = [index[t.i] for t in sent if t.i in index]
+                if words:
+                    sentences.append((words[0], words[-1] + 1))
+            doc.sentences = sentences
+
+    def _pipeline(self):
+        if self._nlp is None:
+            import spacy
+
+            try:
+                self._nlp = spacy.blank(self.lang)
+            except ImportError as exc:
+                raise ConfigError(
+                    f"spaCy cannot make a blank {self.lang!r} pipeline: {exc}",
+                    hint="use an ISO code such as en, de, fr",
+                ) from None
+            self._nlp.add_pipe("sentencizer")
+        return self._nlp

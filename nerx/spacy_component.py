@@ -74,8 +74,8 @@ class NerxComponent:
         component's ``model`` while it links a pipeline, before ``from_disk`` has said where
         a saved model lies, and the probe must not load anything."""
         if self._model is None:
-            from nerx.extract import resolve_device
             from nerx.models import load_model
+            from nerx.runtime import resolve_device
 
             where = str(self._model_dir) if self._model_dir else self.source
             self._model = load_model(where, device=resolve_device(self.device))
@@ -85,7 +85,7 @@ class NerxComponent:
         return next(self.pipe([doc]))
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
-        from nerx.extract import predict_documents
+        from nerx.pipeline import predict_documents
 
         size = batch_size or self.batch_size
         stream = iter(stream)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 if TYPE_CHECKING:
-    from nerx.train import TrainSettings
+    from nerx.training import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_corpora"
@@ -104,7 +104,7 @@ def model_dir(tiny_encoder, tmp_path_factory) -> Path:
 
 def overfit_settings(**changes) -> TrainSettings:
     """Settings under which every model kind must overfit two sample documents."""
-    from nerx.train import TrainSettings
+    from nerx.training import TrainSettings
 
     values = {
         "epochs": 250,

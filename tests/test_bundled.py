@@ -54,7 +54,7 @@ def test_cards_hold_labels_and_both_scores(name):
 
 @pytest.mark.slow  # loads the real MiniLM encoder
 def test_news_ner_finds_the_obvious_entities(news_ner):
-    from nerx.extract import extract
+    from nerx.pipeline import extract
 
     (doc,) = extract([Document(id="w", text=TEXT)], news_ner)
     assert {
@@ -68,7 +68,7 @@ def test_news_ner_finds_the_obvious_entities(news_ner):
 @pytest.mark.slow  # loads the real MiniLM encoder
 def test_news_re_finds_the_people_the_companies_and_who_works_where():
     import nerx
-    from nerx.extract import extract
+    from nerx.pipeline import extract
 
     text = "Tomas Keller, the chief executive of Harbor Freight Lines, lives in Hamburg."
     (doc,) = extract([Document(id="w", text=text)], nerx.load("news-re"))

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from nerx.cli import app
 from nerx.doc import maximal_non_overlapping
-from nerx.evaluate import evaluate
 from nerx.io import read
 from nerx.models import MODELS
+from nerx.scoring import evaluate
 from tests.conftest import TRAIN_EPOCHS
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from nerx.doc import Document
 from nerx.errors import ModelError
-from nerx.extract import ExtractionStats, predict_documents
 from nerx.models import MODELS, load_model
 from nerx.models.encoder import plan_windows
-from nerx.train import TrainSettings, train
+from nerx.pipeline import ExtractionStats, predict_documents
+from nerx.training import TrainSettings, train
 
 
 def cost(lengths, start, end) -> int:

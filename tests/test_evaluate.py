@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from nerx.cli import app
 from nerx.doc import Document, Entity, Relation
 from nerx.errors import DocumentMismatchError, InvalidDocumentError
-from nerx.evaluate import Scores, evaluate
+from nerx.scoring import Scores, evaluate
 
 WORDS = ["The", "University", "of", "Oslo", "hired", "Ann", "Lee", "in", "Oslo"]
 

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 import nerx.models.iter  # noqa: F401  (registers the kind)
-from nerx.doc import Document
+from nerx.doc import Document, TextPreparer
 from nerx.errors import ConfigError
-from nerx.evaluate import evaluate
-from nerx.extract import TextPreparer, predict_documents
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
 from nerx.models.iter import THRESHOLDS, GatedFFN, span_candidates
-from nerx.train import train
+from nerx.pipeline import predict_documents
+from nerx.scoring import evaluate
+from nerx.training import train
 from tests.conftest import overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from nerx.doc import Document
+from nerx.doc import Document, TextPreparer
 from nerx.errors import ConfigError
-from nerx.evaluate import evaluate
-from nerx.extract import TextPreparer, predict_documents
 from nerx.io import read
 from nerx.models import MODELS, ModelConfig, SpanModel, load_model, model_class, save_model
 from nerx.models.base import Output
 from nerx.models.spandec import SpanDecoderLayer, enumerate_spans
 from nerx.models.token import decode_bio
-from nerx.train import CHECKPOINT_DIR, METRICS_NAME, train
+from nerx.pipeline import predict_documents
+from nerx.scoring import evaluate
+from nerx.training import CHECKPOINT_DIR, METRICS_NAME, train
 from tests.conftest import overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"

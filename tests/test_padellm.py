@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 
 import nerx.models.padellm  # noqa: F401  (registers the kind)
-from nerx.doc import Document
-from nerx.evaluate import evaluate
-from nerx.extract import TextPreparer, predict_documents
+from nerx.doc import Document, TextPreparer
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
 from nerx.models.base import SpanPrediction
 from nerx.models.padellm import Generation, dedupe, place_mentions
-from nerx.train import train
+from nerx.pipeline import predict_documents
+from nerx.scoring import evaluate
+from nerx.training import train
 from tests.conftest import overfit_settings
 from tests.tiny_causal_lm import build_tiny_causal_lm
 

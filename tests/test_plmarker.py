@@ -15,10 +15,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 import nerx.models.plmarker  # noqa: F401  (registers the kind)
-from nerx.doc import Document
+from nerx.doc import Document, TextPreparer
 from nerx.errors import ModelError
-from nerx.evaluate import evaluate
-from nerx.extract import TextPreparer, predict_documents
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
 from nerx.models.base import OUTSIDE_BIASES, Output, SpanPrediction
@@ -36,7 +34,9 @@ from nerx.models.plmarker import (
     pair_targets,
     sample_negatives,
 )
-from nerx.train import CHECKPOINT_DIR, train
+from nerx.pipeline import predict_documents
+from nerx.scoring import evaluate
+from nerx.training import CHECKPOINT_DIR, train
 from tests.conftest import overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from nerx.cli import app
 from nerx.io import read
-from nerx.train import train
+from nerx.training import train
 from tests.conftest import SAMPLES, overfit_settings
 
 NEWS = SAMPLES / "news.jsonl"

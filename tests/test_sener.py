@@ -12,10 +12,8 @@ import pytest
 import torch
 
 import nerx.models.sener as sener
-from nerx.doc import Document
+from nerx.doc import Document, TextPreparer
 from nerx.errors import ConfigError
-from nerx.evaluate import evaluate
-from nerx.extract import TextPreparer, predict_documents
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
 from nerx.models.base import Output
@@ -30,7 +28,9 @@ from nerx.models.sener import (
     span_validity,
     vertical_index,
 )
-from nerx.train import train
+from nerx.pipeline import predict_documents
+from nerx.scoring import evaluate
+from nerx.training import train
 from tests.conftest import overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"

@@ -11,9 +11,9 @@ import pytest
 import spacy
 
 from nerx.errors import ModelError
-from nerx.extract import extract
 from nerx.io import read
 from nerx.models import load_model
+from nerx.pipeline import extract
 from tests.conftest import SAMPLES
 
 NEWS = SAMPLES / "news.jsonl"

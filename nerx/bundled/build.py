@@ -77,9 +77,10 @@ def _read(data: Path, relative: str, recipe: Recipe) -> list:
 
 def test_scores(model_dir: Path, test_docs: list, symmetric: list[str]) -> dict[str, float]:
     """NER F1, Rel and Rel+ (in %) of a model directory on the test documents."""
-    from nerx.evaluate import evaluate
-    from nerx.extract import TextPreparer, predict_documents
+    from nerx.doc import TextPreparer
     from nerx.models import load_model
+    from nerx.pipeline import predict_documents
+    from nerx.scoring import evaluate
 
     model = load_model(model_dir)
     TextPreparer()(test_docs)
@@ -95,7 +96,7 @@ def build(
     name: str, data: Path, work: Path, trained: Path | None = None, rank: int | None = None
 ) -> ModelCard:
     from nerx.models import load_model, save_model
-    from nerx.train import TrainSettings, train
+    from nerx.training import TrainSettings, train
 
     recipe = RECIPES[name]
     if rank is not None:

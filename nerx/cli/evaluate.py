@@ -55,7 +55,7 @@ def eval_command(
     from rich.markup import escape
 
     from nerx.errors import ConfigError
-    from nerx.evaluate import evaluate
+    from nerx.scoring import evaluate
 
     symmetric = symmetric or []
     if symmetric_twice and not symmetric:

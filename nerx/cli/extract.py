@@ -62,9 +62,10 @@ def extract_command(
     lang: str = typer.Option("en", help="Language of the spaCy tokenizer for raw text."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
-    from nerx.extract import ExtractionStats, extract, resolve_device
     from nerx.io import Report, detect_format, read, write
     from nerx.models import load_model
+    from nerx.pipeline import ExtractionStats, extract
+    from nerx.runtime import resolve_device
 
     model = load_model(model_path, device=resolve_device(device))
     target_format = to_format or (

@@ -91,7 +91,7 @@ def train_command(
 ) -> None:
     from nerx.io import detect_format, read
     from nerx.models import model_class
-    from nerx.train import TrainSettings, train
+    from nerx.training import TrainSettings, train
 
     model_class(kind)  # an unknown kind fails before any data is read
 

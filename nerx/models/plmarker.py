@@ -33,7 +33,7 @@ must take ``position_ids`` and a 4D additive attention mask (BERT, RoBERTa, Mini
 is checked by a probe when the model is built, and any other encoder is a ModelError.
 
 Differences from the paper, on purpose: NER and RE are trained together, their losses summed,
-by :mod:`nerx.train` (the one training loop every kind shares), where the paper trains an NER
+by :mod:`nerx.training` (the one training loop every kind shares), where the paper trains an NER
 model, then an RE model on its saved predictions; ``ner_model`` restores that pipeline at
 inference. Markers reuse text positions, so a pass (``window`` subwords + 2 x ``group_size``
 markers) may be longer than the position table: only memory grows with it. The window is kept
@@ -610,7 +610,7 @@ class PLMarker(SpanModel):
 
     def _external_entities(self, examples: Sequence[Example]) -> list[list[SpanPrediction]]:
         """Entities of the ``ner_model`` directory's model, run on each example's window."""
-        from nerx.extract import predict_documents
+        from nerx.pipeline import predict_documents
 
         if not all(isinstance(ex, WordsExample) for ex in examples):
             raise ModelError(

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nerx.doc import Document, Entity, Relation
-from nerx.errors import ConfigError
+from nerx.doc import Document, Entity, Relation, TextPreparer
 from nerx.models.base import Example, Prediction, SpanModel
+from nerx.runtime import autocast, move_batch
 
 
 @dataclass
@@ -41,71 +41,6 @@ class ExtractionStats:
     @property
     def words_per_second(self) -> float:
         return self.words / self.seconds if self.seconds else 0.0
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` is the first GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(
-            f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N"
-        ) from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {device!r} asked for, but no GPU is available", hint="use --device cpu"
-        )
-    return resolved
-
-
-class TextPreparer:
-    """Gives raw-text documents word tokens and sentences with a spaCy blank pipeline."""
-
-    def __init__(self, lang: str = "en") -> None:
-        self.lang = lang
-        self._nlp = None
-
-    def __call__(self, docs: Sequence[Document]) -> None:
-        raw = [doc for doc in docs if not doc.tokens]
-        if not raw:
-            return
-        nlp = self._pipeline()
-        for doc, parsed in zip(raw, nlp.pipe(doc.text for doc in raw), strict=True):
-            doc.tokens = [(t.idx, t.idx + len(t.text)) for t in parsed if not t.is_space]
-            index = {t.i: k for k, t in enumerate(t for t in parsed if not t.is_space)}
-            sentences = []
-            for sent in parsed.sents:
-                words = [index[t.i] for t in sent if t.i in index]
-                if words:
-                    sentences.append((words[0], words[-1] + 1))
-            doc.sentences = sentences
-
-    def _pipeline(self):
-        if self._nlp is None:
-            import spacy
-
-            try:
-                self._nlp = spacy.blank(self.lang)
-            except ImportError as exc:
-                raise ConfigError(
-                    f"spaCy cannot make a blank {self.lang!r} pipeline: {exc}",
-                    hint="use an ISO code such as en, de, fr",
-                ) from None
-            self._nlp.add_pipe("sentencizer")
-        return self._nlp
-
-
-def move_batch(batch: dict, device: torch.device) -> dict:
-    return {
-        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
-    }
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on GPU; a no-op context on CPU (bf16 matmuls are slow there)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def predict_documents(

@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 
-from nerx.doc import Document
+from nerx.doc import Document, TextPreparer
 from nerx.errors import ConfigError
-from nerx.extract import TextPreparer, autocast, move_batch, predict_documents, resolve_device
 from nerx.models.base import (
     Example,
     ModelConfig,
@@ -31,6 +30,8 @@ from nerx.models.base import (
     model_class,
     save_model,
 )
+from nerx.pipeline import predict_documents
+from nerx.runtime import autocast, move_batch, resolve_device
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_NAME = "metrics.jsonl"
@@ -226,7 +227,7 @@ def _score_with(model: SpanModel, dev_docs, settings: TrainSettings, metric: str
 
 def _dev_scores(model: SpanModel, dev_docs, settings, metric: str) -> tuple[float, float]:
     """Dev F1 (in %) on ``metric`` and on entities."""
-    from nerx.evaluate import evaluate
+    from nerx.scoring import evaluate
 
     predicted = predict_documents(model, dev_docs, batch_size=settings.eval_batch_size)
     scores = evaluate(dev_docs, predicted, symmetric=model.config.symmetric_relations)

@@ -1,0 +1,93 @@
+"""Where and how tensors run: device resolution, precision, moving batches, torchrun ranks.
+
+Training, extraction and the spaCy component all take these from here, so none of them
+imports another's pipeline for a helper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from nerx.errors import ConfigError
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` is the first GPU when there is one (``cuda:LOCAL_RANK`` under torchrun),
+    else the CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", ranks().local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(
+            f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N"
+        ) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} asked for, but no GPU is available", hint="use --device cpu"
+        )
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 on a GPU and fp32 on a CPU (bf16 matmuls are slow on most CPUs)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"unknown precision {precision!r}", hint=f"use one of: {', '.join(PRECISIONS)}"
+        )
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast when the resolved precision is bf16 (on any device); else a no-op."""
+    if resolve_precision(precision, device) != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def move_batch(batch: dict, device: torch.device) -> dict:
+    return {
+        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+    }
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place under torchrun; one process of one when not launched by it."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def ranks() -> Ranks:
+    """Read torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
+    try:
+        return Ranks(
+            rank=int(os.environ.get("RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+    except ValueError:
+        raise ConfigError(
+            "RANK, WORLD_SIZE and LOCAL_RANK must be integers",
+            hint="launch with torchrun, which sets them",
+        ) from None
