@@ -38,11 +38,11 @@ def news() -> dict[str, Document]:
     return docs
 
 
-def build_lm(arch: str, factory) -> str:
+def build_lm(arch: str, factory, **shape) -> str:
     """A random 2-layer causal LM knowing every word of the sample corpus and the labels."""
     texts = [doc.text for doc in news().values()] + [" ".join(HAND_WORDS)]
     path = factory.mktemp(f"tiny-{arch}")
-    return str(build_tiny_causal_lm(path, texts, arch=arch, extra=LABELS))
+    return str(build_tiny_causal_lm(path, texts, arch=arch, extra=LABELS, **shape))
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
@@ -53,7 +53,8 @@ def tiny_lm(request, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> str:
-    return build_lm("llama", tmp_path_factory)
+    # Wide enough to learn both decoding modes of the sample documents on the same weights.
+    return build_lm("llama", tmp_path_factory, hidden=64)
 
 
 def new_model(encoder: str, **hyper):

@@ -55,6 +55,8 @@ Hyperparameters (``config.hyper``):
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -495,7 +497,7 @@ class PaDeLLM(SpanModel):
             keys = torch.cat([keys, keys.new_ones((len(active), 1))], 1)
             next_position = next_position + 1
             out = self._lm(token[going][:, None], keys[:, None, :], next_position[:, None], cache)
-            logits, cache = out.logits[:, -1], out.past_key_values
+            logits, cache = out.logits[:, -1], _cache_of(out)
         return results
 
     def _prefill(self, prompts, past, past_keys):
@@ -519,16 +521,18 @@ class PaDeLLM(SpanModel):
         # A padding query sees itself, so no attention row is empty (no NaN in the cache).
         allowed[:, torch.arange(longest), offset + torch.arange(longest)] = True
         out = self._lm(ids, allowed, positions, past)
-        return out.logits[:, -1], out.past_key_values, keys, positions
+        return out.logits[:, -1], _cache_of(out), keys, positions
 
     def _lm(self, ids, allowed, positions, past):
+        # transformers 5 names the KV cache argument ``cache``; earlier releases ``past_key_values``.
+        cache_argument = "cache" if _takes_cache(type(self.encoder)) else "past_key_values"
         return self.encoder(
             input_ids=ids,
             attention_mask=self._attention_mask(allowed),
             position_ids=positions,
-            past_key_values=past,
             use_cache=True,
             logits_to_keep=1,
+            **{cache_argument: past},
         )
 
     def _attention_mask(self, allowed: torch.Tensor) -> torch.Tensor:
@@ -672,3 +676,15 @@ def dedupe(spans: Sequence[SpanPrediction]) -> tuple[list[SpanPrediction], int]:
             best[key] = span
     kept = sorted(best.values(), key=lambda s: (s.start, s.end))
     return kept, len(spans) - len(kept)
+
+
+@functools.cache
+def _takes_cache(network_class: type) -> bool:
+    """Does the network's ``forward`` take the KV cache as ``cache`` (transformers 5)?"""
+    return "cache" in inspect.signature(network_class.forward).parameters
+
+
+def _cache_of(output):
+    """The KV cache of a forward pass, under its transformers 5 name or the older one."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
