@@ -38,6 +38,7 @@ from nerx.pipeline import predict_documents
 from nerx.scoring import evaluate
 from nerx.training import CHECKPOINT_DIR, train
 from tests.conftest import overfit_settings
+from tests.tiny_encoder import bert_tokenizer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 RELATIONS = ["Live_In", "Spouse", "Work_For"]
@@ -66,14 +67,11 @@ def overfit(tiny_encoder, tmp_path_factory):
 
 @pytest.fixture
 def model(tiny_encoder):
-    """A fresh model whose tokenizer splits unknown words into letters (``vocab=`` is how a
-    WordPiece vocabulary file is given to the fast tokenizer)."""
-    from transformers import BertTokenizerFast
-
+    """A fresh model whose tokenizer splits unknown words into letters."""
     from nerx.models.encoder import load_encoder
     from nerx.models.plmarker import PLMarker
 
-    tokenizer = BertTokenizerFast(vocab=str(Path(tiny_encoder) / "vocab.txt"), do_lower_case=True)
+    tokenizer = bert_tokenizer(Path(tiny_encoder) / "vocab.txt")
     config = ModelConfig(
         kind="plmarker",
         labels=["LOC", "ORG", "PER"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -10,13 +11,13 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def build_tiny_encoder(path: Path, words: set[str], *, seed: int = 0) -> Path:
     """Write a random 2-layer BERT and a WordPiece tokenizer knowing ``words`` to ``path``."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from transformers import BertConfig, BertModel
 
     path.mkdir(parents=True, exist_ok=True)
     pieces = sorted({w.lower() for w in words} | set("abcdefghijklmnopqrstuvwxyz0123456789.,;:'-"))
     vocab = SPECIALS + pieces + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizer(vocab=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer = bert_tokenizer(path / "vocab.txt")
     tokenizer.save_pretrained(str(path))
     torch.manual_seed(seed)
     config = BertConfig(
@@ -31,3 +32,13 @@ def build_tiny_encoder(path: Path, words: set[str], *, seed: int = 0) -> Path:
     )
     BertModel(config).save_pretrained(str(path))
     return path
+
+
+def bert_tokenizer(vocab_file: Path):
+    """A lower-casing WordPiece tokenizer over ``vocab_file``: transformers 5 takes the
+    vocabulary as ``vocab``, 4.x as ``vocab_file``."""
+    from transformers import BertTokenizerFast
+
+    takes_vocab = "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters
+    argument = "vocab" if takes_vocab else "vocab_file"
+    return BertTokenizerFast(**{argument: str(vocab_file)}, do_lower_case=True)
