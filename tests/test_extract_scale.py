@@ -202,9 +202,7 @@ def test_the_output_equals_streaming_with_the_same_chunks(model, corpus, tmp_pat
 def interrupted(model, corpus, tmp_path) -> Path:
     target = tmp_path / "out.jsonl"
     with pytest.raises(Interrupt):
-        extract_corpus(
-            corpus, target, model, chunk_size=CHUNK, resume=True, on_chunk=stop_after(1)
-        )
+        extract_corpus(corpus, target, model, chunk_size=CHUNK, resume=True, on_chunk=stop_after(1))
     return target
 
 
@@ -267,9 +265,7 @@ def test_a_failed_run_without_resume_leaves_no_journal(model, corpus, tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad documents
-def test_skip_writes_the_good_documents_and_rejects_the_bad_with_their_lines(
-    model_path, tmp_path
-):
+def test_skip_writes_the_good_documents_and_rejects_the_bad_with_their_lines(model_path, tmp_path):
     good = {"text": "Maria Lindqvist lives in Bergen."}
     lines = [
         '{"id": "bad-start", "text": ',  # line 1: cut short
