@@ -164,6 +164,8 @@ class Journal:
                 hint="add --resume to continue it, or remove the directory to start over",
             )
         manifest = self.path / MANIFEST
+        if not manifest.exists() and not any(self.path.glob("*.done.json")):
+            return  # killed before its first write: nothing to keep
         try:
             old = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -615,19 +615,25 @@ def extract_corpus(
             merged=True,
             report=report,
         )
+    if str(source) == STDIO and place.distributed:
+        raise ConfigError(
+            "under torchrun every process reads the whole input, and stdin can be read once",
+            hint="give the input as a file",
+        )
     if str(source) == STDIO and resume:
         raise ConfigError(
             "--resume cannot tell whether stdin is the same input as before",
             hint="give the input as a file",
         )
     target_format = (to_format or detect_format(output, for_writing=True)).lower()
+    source_format = (from_format or detect_format(source)).lower()
     key = RunKey(
         input=input_fingerprint(source)
         if str(source) != STDIO
         else {"size": None, "mtime_ns": None, "head_sha256": None},
         model=model_fingerprint(model),
         options={
-            "from": from_format,
+            "from": source_format,
             "to": target_format,
             "threshold": threshold,
             "lang": lang,

@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from nerx.cli import app
+from nerx.errors import ConfigError
 from nerx.io import read
 from nerx.journal import journal_path, rejected_path
 from nerx.models import ModelConfig, load_model, model_class, save_model
@@ -257,6 +258,15 @@ def test_resume_to_stdout_is_an_error(corpus, model_path):
     assert "--resume needs an output file" in result.stderr
 
 
+@pytest.mark.parametrize("stdio", ["output", "input"])
+def test_under_torchrun_stdio_is_an_error(corpus, model, tmp_path, monkeypatch, stdio):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    source, output = (corpus, "-") if stdio == "output" else ("-", tmp_path / "out.jsonl")
+    with pytest.raises(ConfigError, match="under torchrun every process"):
+        extract_corpus(source, output, model)
+
+
 def test_a_failed_run_without_resume_leaves_no_journal(model, corpus, tmp_path):
     target = tmp_path / "out.jsonl"
     with pytest.raises(Interrupt):
@@ -302,6 +312,30 @@ def test_skip_to_stdout_lists_the_rejected_documents(model_path, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert len(result.stdout.splitlines()) == 1
     assert "rejected: 1 documents" in result.stderr and "line 2:" in result.stderr
+
+
+def test_skip_rejects_a_document_whose_prediction_fails(model, tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 7)
+    expected = tmp_path / "expected.jsonl"
+    extract_corpus(corpus, expected, model, chunk_size=1)
+    prepare = type(model).prepare
+
+    def fails_on_the_fourth(self, doc, *args, **kwargs):
+        if doc.id == "doc-003":
+            raise RuntimeError("the model cannot take this one")
+        return prepare(self, doc, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "prepare", fails_on_the_fourth)
+    with pytest.raises(RuntimeError):
+        extract_corpus(corpus, tmp_path / "raise.jsonl", model, chunk_size=1)
+    target = tmp_path / "out.jsonl"
+    result = extract_corpus(corpus, target, model, chunk_size=1, on_error="skip")
+    assert result.rejected == 1 and result.documents == 6
+    kept = expected.read_text().splitlines()
+    assert target.read_text().splitlines() == kept[:3] + kept[4:]
+    (rejection,) = [json.loads(x) for x in rejected_path(target).read_text().splitlines()]
+    assert rejection["ordinal"] == 4 and rejection["line"] == 4 and rejection["id"] == "doc-003"
+    assert "RuntimeError: the model cannot take this one" in rejection["reason"]
 
 
 # ----------------------------------------------------------------------------- workers

@@ -33,9 +33,9 @@ killed, the same command with --resume continues it; under torchrun every proces
 N-th chunk and process 0 writes the output.
 
 [dim]Large corpora (see the README):[/]
-  nerx extract big.jsonl -m models/conll -o out.jsonl --resume     # rerun the same line after a kill
-  nerx extract big.jsonl -m models/conll -o out.jsonl --on-error skip   # bad ones: out.rejected.jsonl
-  torchrun --nproc-per-node 4 -m nerx extract big.jsonl -m models/conll -o out.jsonl --resume
+  nerx extract big.jsonl -m models/conll -o out.jsonl --resume    # after a kill, run it again
+  nerx extract big.jsonl -m models/conll -o out.jsonl --on-error skip   # out.rejected.jsonl
+  torchrun --nproc-per-node 4 -m nerx extract big.jsonl -m models/conll -o out.jsonl
 """
 
 
@@ -108,7 +108,7 @@ def extract_command(
         workers = 1 if resolved.type == "cuda" else 0
     show = not quiet and place.is_main
     progress = _Progress(interactive=sys.stderr.isatty()) if show else None
-    rejections: list = []
+    rejections = _FirstRejections()
     try:
         with sigterm_as_interrupt(), progress or contextlib.nullcontext():
             result = extract_corpus(
@@ -125,12 +125,22 @@ def extract_command(
                 on_error=on_error,
                 workers=workers,
                 progress=progress,
-                on_reject=rejections.append if output == "-" else None,
+                on_reject=rejections if output == "-" else None,
             )
     except KeyboardInterrupt as exc:
         raise _interrupted(exc, output, resume) from None
     if show and result.merged:
         _summary(result, rejections)
+
+
+class _FirstRejections(list):
+    """Keeps the first rejections, to show when the output is stdout (no rejected file)."""
+
+    limit = 20
+
+    def __call__(self, rejection) -> None:
+        if len(self) < self.limit:
+            self.append(rejection)
 
 
 def _interrupted(exc: KeyboardInterrupt, output: str, resume: bool):
@@ -232,7 +242,7 @@ def _summary(result, rejections) -> None:
     if result.rejected:
         where = f" (see {result.rejected_path})" if result.rejected_path else ""
         err_console.print(f"[yellow]rejected: {result.rejected} documents{where}[/]")
-        for rejection in rejections[:20]:
+        for rejection in rejections:
             place = f"line {rejection.line}" if rejection.line else f"document {rejection.ordinal}"
             err_console.print(f"[yellow]  {place}:[/] {_escape(rejection.reason)}")
     report = result.report
