@@ -340,6 +340,12 @@ def _chunks(
 
 
 def _prepare_chunk(model: SpanModel, settings: _Settings, preparers: threading.local):
+    tokenizer = getattr(model, "tokenizer", None)
+    if callable(tokenizer):
+        # A fast tokenizer settles its truncation and padding state on its first call; made
+        # here, that call cannot race another thread's.
+        tokenizer(["a"], add_special_tokens=False)
+
     def prepare(chunk: Chunk) -> Chunk:
         if not chunk.todo:
             return chunk

@@ -34,6 +34,9 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ConfigError(
             f"device {device!r} asked for, but no GPU is available", hint="use --device cpu"
         )
+    if resolved.type == "cuda" and resolved.index is None and ranks().distributed:
+        # Under torchrun, plain "cuda" is this process's GPU, not every process on GPU 0.
+        return torch.device("cuda", ranks().local_rank % torch.cuda.device_count())
     return resolved
 
 
@@ -102,7 +105,7 @@ def distributed(device: torch.device):
     if not ranks().distributed or not dist.is_available() or dist.is_initialized():
         yield
         return
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
