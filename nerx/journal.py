@@ -218,13 +218,15 @@ class Journal:
             return None
         return ChunkRecord(**data)
 
-    def finished(self) -> dict[int, ChunkRecord]:
-        done = {}
+    def finished(self, known: dict[int, ChunkRecord] | None = None) -> dict[int, ChunkRecord]:
+        """The records of the finished chunks; those already in ``known`` are not read again."""
+        done = dict(known or {})
         for file in self.path.glob("*.done.json"):
             chunk = int(file.name.split(".")[0])
-            record = self.record(chunk)
-            if record is not None:
-                done[chunk] = record
+            if chunk not in done:
+                record = self.record(chunk)
+                if record is not None:
+                    done[chunk] = record
         return done
 
     def commit(
@@ -257,10 +259,19 @@ class Journal:
         writes them. The output appears whole or not at all.
         """
         from nerx.io import jsonl, write
-        from nerx.io.base import STDIO, Report, atomic_file
+        from nerx.io.base import Report, atomic_file
 
         report = Report()
         parts = [self._part(k) for k in range(chunks)]
+        # The rejected file first: once the output appears, everything else is in place.
+        rejections = [self._rejected(k) for k in range(chunks) if self._rejected(k).is_file()]
+        if rejections:
+            with atomic_file(rejected_path(self.output), "wb") as out:
+                for file in rejections:
+                    out.write(file.read_bytes())
+        else:  # an earlier run's rejections do not belong to this output
+            with contextlib.suppress(FileNotFoundError):
+                rejected_path(self.output).unlink()
         if target_format == jsonl.NAME and not write_options:
             with atomic_file(self.output, "wb") as out:
                 for part in parts:
@@ -275,11 +286,6 @@ class Journal:
         else:
             docs = _read_parts(parts)
             write(docs, self.output, target_format, report=report, **(write_options or {}))
-        rejections = [self._rejected(k) for k in range(chunks) if self._rejected(k).is_file()]
-        if rejections and str(self.output) != STDIO:
-            with atomic_file(rejected_path(self.output), "wb") as out:
-                for file in rejections:
-                    out.write(file.read_bytes())
         return report
 
 

@@ -510,7 +510,7 @@ def _stream(items, model, settings, size, workers, stats, on_reject) -> Iterator
 class ExtractionProgress:
     """Where a run stands, for a progress bar or a log line."""
 
-    documents: int  # documents done, this run and the finished chunks it resumed
+    documents: int  # documents done: by every process, and by the run it resumed
     started_with: int  # of those, documents an earlier run had done
     seconds: float
     bytes_read: int | None = None
@@ -681,11 +681,28 @@ def _run_chunks(
     done_documents = resumed_documents
     last_chunk = -1
 
+    everyone = {"records": dict(finished), "at": time.monotonic()}
+
+    def documents_done() -> int:
+        # Under torchrun the journal tells what the other processes have done; it is read at
+        # most every few seconds, so a huge journal costs nothing.
+        if not place.distributed:
+            return done_documents
+        if time.monotonic() - everyone["at"] >= 5.0:
+            everyone["records"] = journal.finished(everyone["records"])
+            everyone["at"] = time.monotonic()
+        others = sum(
+            r.documents + r.rejected
+            for k, r in everyone["records"].items()
+            if k not in finished and k % place.world_size != place.rank
+        )
+        return done_documents + others
+
     def report(waiting: int = 0) -> None:
         if progress is not None:
             progress(
                 ExtractionProgress(
-                    documents=done_documents,
+                    documents=documents_done(),
                     started_with=resumed_documents,
                     seconds=time.perf_counter() - started,
                     bytes_read=position(),

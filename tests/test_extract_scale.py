@@ -406,6 +406,8 @@ def test_a_log_gets_a_plain_progress_line(capsys):
 def torchrun(tmp_path: Path, *args, script: str | None = None, **env: str):
     program = [str(script)] if script else ["-m", "nerx"]
     command = [TORCHRUN, "--standalone", "--nproc-per-node", "2", *program, *map(str, args)]
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: loopback, whatever DNS says
     return subprocess.run(
         command, env=subprocess_env(**env), capture_output=True, text=True, timeout=300,
         cwd=tmp_path,
