@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nerx.errors import ConfigError
+from nerx.errors import ConfigError, NerxError
 
 if TYPE_CHECKING:  # pragma: no cover
     from nerx.doc import Document
@@ -51,6 +51,24 @@ def journal_path(output: str | os.PathLike) -> Path:
 
 def rejected_path(output: str | os.PathLike) -> Path:
     return Path(str(output).rstrip("/\\") + REJECTED_SUFFIX)
+
+
+class JournalError(NerxError):
+    """The journal (or the output it becomes) cannot be written: a full disk, no permission."""
+
+
+@contextlib.contextmanager
+def _writing(what: str, path: Path) -> Iterator[None]:
+    try:
+        yield
+    except NerxError:
+        raise
+    except OSError as exc:
+        raise JournalError(
+            f"cannot write {what}: {exc.strerror or exc}",
+            where=str(exc.filename or path),
+            hint="free space or fix permissions, then run again with --resume",
+        ) from None
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -183,6 +201,10 @@ class Journal:
 
     def create(self, key: RunKey) -> None:
         """Start the journal (kept as it is when resuming); leftovers of killed writes go."""
+        with _writing("the journal", self.path):
+            self._create(key)
+
+    def _create(self, key: RunKey) -> None:
         if (self.path / MANIFEST).is_file():
             for stale in self.path.glob("*.tmp"):
                 with contextlib.suppress(FileNotFoundError):
@@ -233,6 +255,12 @@ class Journal:
         self, record: ChunkRecord, docs: Iterable[Document], rejected: Iterable[dict]
     ) -> None:
         """Write a chunk's part (and rejections), flush them to disk, then its record."""
+        with _writing("the journal", self.path):
+            self._commit(record, docs, rejected)
+
+    def _commit(
+        self, record: ChunkRecord, docs: Iterable[Document], rejected: Iterable[dict]
+    ) -> None:
         from nerx.io import jsonl
 
         part = self._part(record.chunk)
@@ -258,6 +286,10 @@ class Journal:
         format reads the parts back and writes the documents once, as an uninterrupted run
         writes them. The output appears whole or not at all.
         """
+        with _writing("the output", Path(self.output)):
+            return self._merge(chunks, target_format, write_options)
+
+    def _merge(self, chunks: int, target_format: str, write_options: dict | None) -> Report:
         from nerx.io import jsonl, write
         from nerx.io.base import Report, atomic_file
 

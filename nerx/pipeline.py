@@ -653,10 +653,10 @@ def extract_corpus(
     with distributed(model.device):
         journal.check(key, resume=resume)
         barrier()
-        if place.is_main:
-            journal.create(key)
-        barrier()
         try:
+            if place.is_main:
+                journal.create(key)
+            barrier()
             return _run_chunks(
                 source, from_format, model, journal, settings, chunk_size, workers, stats,
                 target_format, write_options, progress, on_reject, on_chunk,

@@ -274,6 +274,23 @@ def test_a_failed_run_without_resume_leaves_no_journal(model, corpus, tmp_path):
     assert not journal_path(target).exists() and not target.exists()
 
 
+def test_a_full_disk_is_one_line_and_exit_2(corpus, model_path, tmp_path, monkeypatch):
+    import errno
+
+    import nerx.journal
+
+    def full(fd) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nerx.journal.os, "fsync", full)
+    target = tmp_path / "out.jsonl"
+    result = invoke("extract", corpus, "-m", model_path, "-o", target, "--chunk-size", CHUNK)
+    assert result.exit_code == 2
+    assert "cannot write the journal: No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not target.exists() and not journal_path(target).exists()
+
+
 # ----------------------------------------------------------------------------- bad documents
 def test_skip_writes_the_good_documents_and_rejects_the_bad_with_their_lines(model_path, tmp_path):
     good = {"text": "Maria Lindqvist lives in Bergen."}
