@@ -322,6 +322,16 @@ def test_skip_writes_the_good_documents_and_rejects_the_bad_with_their_lines(mod
     assert "rejected: 3 documents" in result.stderr
 
 
+@pytest.mark.parametrize("name", ["news.conll", "news.spacy", "news_brat"])
+def test_skip_on_a_clean_corpus_of_another_format_changes_nothing(model, tmp_path, name):
+    strict, lenient = tmp_path / "strict.conll", tmp_path / "lenient.conll"
+    extract_corpus(SAMPLES / name, strict, model, chunk_size=2)
+    result = extract_corpus(SAMPLES / name, lenient, model, chunk_size=2, on_error="skip")
+    assert result.rejected == 0 and result.documents == 5
+    assert lenient.read_bytes() == strict.read_bytes()
+    assert not rejected_path(lenient).exists()
+
+
 def test_skip_to_stdout_lists_the_rejected_documents(model_path, tmp_path):
     corpus = tmp_path / "bad.jsonl"
     corpus.write_text('{"text": "Bergen."}\nnot json\n', encoding="utf-8")
