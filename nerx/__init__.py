@@ -26,6 +26,7 @@ _EXPORTS = {
     "evaluate": ("nerx.scoring", "evaluate"),
     "load": ("nerx.models", "load_model"),
     "extract": ("nerx.pipeline", "extract"),
+    "extract_corpus": ("nerx.pipeline", "extract_corpus"),
 }
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "evaluate",
     "load",
     "extract",
+    "extract_corpus",
     "__version__",
 ]
 
@@ -48,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from nerx.errors import NerxError
     from nerx.io import Report, convert, read, write
     from nerx.models import load_model as load
-    from nerx.pipeline import extract
+    from nerx.pipeline import extract, extract_corpus
     from nerx.scoring import evaluate
 
 

@@ -1,23 +1,43 @@
 """One inference pipeline for every model.
 
-Documents stream in; a bounded buffer of them is tokenised (spaCy blank pipeline and
-sentencizer for raw text), cut into windows, sorted by length so batches are dense, run
-through the model, and written back as character-offset entities and relations, in input
-order. Nothing here asks which model it holds.
+Documents stream in, in chunks of consecutive documents; each chunk is tokenised (spaCy
+blank pipeline and sentencizer for raw text), cut into windows, sorted by length so batches
+are dense, run through the model, and written back as character-offset entities and
+relations, in input order. Nothing here asks which model it holds.
+
+Two entry points:
+
+- :func:`extract` streams predictions for documents already in memory or read lazily;
+- :func:`extract_corpus` runs a file into a file through a journal (:mod:`nerx.journal`), so
+  a killed run resumes, bad documents can be skipped, and under torchrun every process takes
+  every N-th chunk while process 0 writes the output in input order.
+
+Input preparation (reading, validation, tokenising, windowing, collation) can run in
+background threads (``workers``), so the model does not wait for the next batch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import queue
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from nerx.doc import Document, Entity, Relation, TextPreparer
+from nerx.errors import ConfigError, NerxError
+from nerx.journal import DEFAULT_CHUNK_SIZE
 from nerx.models.base import Example, Prediction, SpanModel
-from nerx.runtime import autocast, move_batch
+from nerx.runtime import autocast, barrier, distributed, move_batch, ranks
+
+ON_ERROR = ("raise", "skip")
 
 
 @dataclass
@@ -30,6 +50,7 @@ class ExtractionStats:
     relations: int = 0
     windows: int = 0
     split_sentences: int = 0
+    rejected: int = 0
     seconds: float = 0.0
     #: Counters a model reports (e.g. candidate spans and spans kept by a filter).
     model: Counter[str] = field(default_factory=Counter)
@@ -42,6 +63,94 @@ class ExtractionStats:
     def words_per_second(self) -> float:
         return self.words / self.seconds if self.seconds else 0.0
 
+    def add(self, other: ExtractionStats) -> None:
+        for name in ("documents", "words", "entities", "relations", "windows"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.split_sentences += other.split_sentences
+        self.rejected += other.rejected
+        self.model.update(other.model)
+
+
+@dataclass
+class Rejection:
+    """A document that was not extracted, where it was in the input, and why."""
+
+    ordinal: int  # 1-based position in the input
+    reason: str
+    line: int | None = None  # its line, for line-based input
+    id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ordinal": self.ordinal, "line": self.line, "id": self.id, "reason": self.reason}
+
+
+# ----------------------------------------------------------------------------- prediction
+@dataclass
+class PreparedDocuments:
+    """Documents cut into windows and collated into CPU batches, ready for the model."""
+
+    docs: list[Document]
+    batches: list[tuple[list[Example], dict]]
+    windows: int
+    split_sentences: int
+
+
+def prepare_documents(
+    model: SpanModel,
+    docs: Sequence[Document],
+    *,
+    batch_size: int = 32,
+    preparer: TextPreparer | None = None,
+) -> PreparedDocuments:
+    """Everything before the forward pass; safe to run beside it in another thread."""
+    if preparer is not None:
+        preparer(docs)
+    examples: list[Example] = [ex for i, doc in enumerate(docs) for ex in model.prepare(doc, i)]
+    # Length-sorted batches are dense; predictions go back to their documents afterwards.
+    order = sorted(range(len(examples)), key=lambda k: len(examples[k].input_ids))
+    batches = []
+    for first in range(0, len(order), batch_size):
+        chunk = [examples[k] for k in order[first : first + batch_size]]
+        batches.append((chunk, model.collate(chunk)))
+    return PreparedDocuments(
+        docs=list(docs),
+        batches=batches,
+        windows=len(examples),
+        split_sentences=sum(1 for ex in examples if ex.window.piece == 1),
+    )
+
+
+def run_prepared(
+    model: SpanModel,
+    prepared: PreparedDocuments,
+    *,
+    threshold: float = 0.0,
+    stats: ExtractionStats | None = None,
+) -> list[Document]:
+    """The forward passes and decoding of prepared documents; returns new Documents."""
+    local = ExtractionStats(windows=prepared.windows, split_sentences=prepared.split_sentences)
+    device = model.device
+    found: list[list[tuple[Example, Prediction]]] = [[] for _ in prepared.docs]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast(device):
+            for chunk, collated in prepared.batches:
+                batch = move_batch(collated, device)
+                output = model(batch)
+                local.model.update(output.stats)
+                for example, prediction in zip(chunk, model.decode(output, batch), strict=True):
+                    found[example.doc_index].append((example, prediction))
+    finally:
+        model.train(was_training)
+    result = [
+        _assemble(doc, pieces, threshold, local)
+        for doc, pieces in zip(prepared.docs, found, strict=True)
+    ]
+    if stats is not None:
+        stats.add(local)
+    return result
+
 
 def predict_documents(
     model: SpanModel,
@@ -52,28 +161,8 @@ def predict_documents(
     stats: ExtractionStats | None = None,
 ) -> list[Document]:
     """Predict entities (and relations) for tokenised documents; returns new Documents."""
-    stats = stats if stats is not None else ExtractionStats()
-    device = model.device
-    examples: list[Example] = [ex for i, doc in enumerate(docs) for ex in model.prepare(doc, i)]
-    stats.windows += len(examples)
-    stats.split_sentences += sum(1 for ex in examples if ex.window.piece == 1)
-    # Length-sorted batches are dense; predictions go back to their documents below.
-    order = sorted(range(len(examples)), key=lambda k: len(examples[k].input_ids))
-    found: list[list[tuple[Example, Prediction]]] = [[] for _ in docs]
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode(), autocast(device):
-        for first in range(0, len(order), batch_size):
-            chunk = [examples[k] for k in order[first : first + batch_size]]
-            batch = move_batch(model.collate(chunk), device)
-            output = model(batch)
-            stats.model.update(output.stats)
-            for example, prediction in zip(chunk, model.decode(output, batch), strict=True):
-                found[example.doc_index].append((example, prediction))
-    model.train(was_training)
-    return [
-        _assemble(doc, pieces, threshold, stats) for doc, pieces in zip(docs, found, strict=True)
-    ]
+    prepared = prepare_documents(model, docs, batch_size=batch_size)
+    return run_prepared(model, prepared, threshold=threshold, stats=stats)
 
 
 def _assemble(
@@ -131,37 +220,619 @@ def _assemble(
     return result
 
 
+# ----------------------------------------------------------------------------- input
+@dataclass
+class InputDocument:
+    """One input position: a document, or the reason it could not be read."""
+
+    ordinal: int
+    doc: Document | None
+    line: int | None = None
+    error: str | None = None
+
+
+def read_corpus(
+    source: str | os.PathLike, format: str | None = None, *, on_error: str = "raise"
+) -> Iterator[InputDocument]:
+    """The documents of ``source`` with their ordinals.
+
+    With ``on_error="skip"`` a document that fails validation is handed on with its reason
+    instead of stopping the read, and so is a JSON Lines record that does not parse (with its
+    line). Other formats cannot go on past a syntax error, which still stops the read.
+    """
+    from nerx.io import DIALECTS, FORMATS, detect_format, jsonl, read
+    from nerx.io.base import STDIO, display_name, head_text
+
+    _check_on_error(on_error)
+    name = (format or detect_format(source)).lower()
+    checked = read(source, name)  # opens nothing yet: checks the format and the path
+    if on_error == "raise":
+        for ordinal, doc in enumerate(checked, start=1):
+            yield InputDocument(ordinal, doc)
+        return
+    module = FORMATS.get(name, jsonl)
+    dialect = name if name in DIALECTS else None
+    line_based = (
+        module is jsonl
+        and dialect != "genia"
+        and str(source) != STDIO
+        and not head_text(source).lstrip().startswith("[")
+    )
+    if line_based:
+        yield from _tolerant_json_lines(source, dialect)
+        return
+    where = display_name(source)
+    options = {"dialect": dialect} if dialect else {}
+    for ordinal, doc in enumerate(module.read(source, **options), start=1):
+        try:
+            doc.validate(where=f"{where}: document {doc.id!r}")
+        except NerxError as exc:
+            yield InputDocument(ordinal, None, error=str(exc))
+            continue
+        yield InputDocument(ordinal, doc)
+
+
+def _tolerant_json_lines(source, dialect: str | None) -> Iterator[InputDocument]:
+    # The JSONL module's own record parsers, line by line, so one bad line costs one document.
+    from nerx.io import jsonl
+    from nerx.io.base import Report, display_name, iter_lines
+
+    name = display_name(source)
+    report = Report()
+    ordinal = 0
+    for number, line in iter_lines(source):
+        if not line.strip():
+            continue
+        ordinal += 1
+        where = f"{name}:{number}"
+        try:
+            record = jsonl._record(jsonl._loads(line, where), where)
+            dialect = dialect or jsonl._detect(record)
+            if dialect not in jsonl._PARSERS:
+                raise ConfigError(
+                    f"--on-error skip reads JSON Lines one record at a time; {dialect} is not",
+                    hint="use the default --on-error raise for this dialect",
+                )
+            doc = jsonl._PARSERS[dialect](record, ordinal, report)
+            doc.validate(where=where)
+        except ConfigError:
+            raise
+        except NerxError as exc:
+            yield InputDocument(ordinal, None, line=number, error=str(exc))
+            continue
+        yield InputDocument(ordinal, doc, line=number)
+
+
+# ----------------------------------------------------------------------------- chunks
+@dataclass
+class Chunk:
+    """Consecutive input documents; ``todo`` is False for chunks another process or an
+    earlier run does."""
+
+    index: int
+    items: list[InputDocument]
+    todo: bool = True
+    prepared: PreparedDocuments | None = None
+    failure: BaseException | None = None
+
+
+@dataclass
+class _Settings:
+    batch_size: int
+    threshold: float
+    lang: str
+    on_error: str
+
+
+def _chunks(
+    items: Iterable[InputDocument], size: int, todo: Callable[[int], bool]
+) -> Iterator[Chunk]:
+    index = 0
+    buffer: list[InputDocument] = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) >= size:
+            yield Chunk(index, buffer, todo(index))
+            index += 1
+            buffer = []
+    if buffer:
+        yield Chunk(index, buffer, todo(index))
+
+
+def _prepare_chunk(model: SpanModel, settings: _Settings, preparers: threading.local):
+    tokenizer = getattr(model, "tokenizer", None)
+    if callable(tokenizer):
+        # A fast tokenizer settles its truncation and padding state on its first call; made
+        # here, that call cannot race another thread's.
+        tokenizer(["a"], add_special_tokens=False)
+
+    def prepare(chunk: Chunk) -> Chunk:
+        if not chunk.todo:
+            return chunk
+        if not hasattr(preparers, "value"):
+            preparers.value = TextPreparer(settings.lang)
+        docs = [item.doc for item in chunk.items if item.doc is not None]
+        try:
+            chunk.prepared = prepare_documents(
+                model, docs, batch_size=settings.batch_size, preparer=preparers.value
+            )
+        except Exception as exc:  # handed to the main thread, which decides
+            chunk.failure = exc
+        return chunk
+
+    return prepare
+
+
+def _predict_chunk(
+    model: SpanModel, chunk: Chunk, settings: _Settings, stats: ExtractionStats
+) -> tuple[list[Document], list[Rejection]]:
+    """The chunk's predicted documents and its rejections, in input order."""
+    rejected = [
+        Rejection(item.ordinal, item.error or "", line=item.line)
+        for item in chunk.items
+        if item.doc is None
+    ]
+    try:
+        if chunk.failure is not None:
+            raise chunk.failure
+        assert chunk.prepared is not None
+        docs = run_prepared(model, chunk.prepared, threshold=settings.threshold, stats=stats)
+    except Exception:
+        if settings.on_error == "raise":
+            raise
+        docs, failed = _predict_one_by_one(model, chunk, settings, stats)
+        rejected.extend(failed)
+    rejected.sort(key=lambda r: r.ordinal)
+    stats.rejected += len(rejected)
+    return docs, rejected
+
+
+def _predict_one_by_one(
+    model: SpanModel, chunk: Chunk, settings: _Settings, stats: ExtractionStats
+) -> tuple[list[Document], list[Rejection]]:
+    # A chunk failed as a whole: find the documents that fail alone and keep the others.
+    preparer = TextPreparer(settings.lang)
+    docs, rejected = [], []
+    for item in chunk.items:
+        if item.doc is None:
+            continue
+        try:
+            prepared = prepare_documents(
+                model, [item.doc], batch_size=settings.batch_size, preparer=preparer
+            )
+            docs.extend(run_prepared(model, prepared, threshold=settings.threshold, stats=stats))
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            if not isinstance(exc, NerxError):
+                reason = f"prediction failed: {type(exc).__name__}: {reason}"
+            rejected.append(Rejection(item.ordinal, reason, line=item.line, id=item.doc.id))
+    return docs, rejected
+
+
+_END = object()
+
+
+def _in_background(
+    chunks: Iterator[Chunk], prepare: Callable[[Chunk], Chunk], workers: int
+) -> Iterator[Chunk]:
+    """``prepare`` applied to every chunk, in order; with workers, reading and preparing run
+    in background threads, at most a few chunks ahead of the consumer."""
+    if workers <= 0:
+        for chunk in chunks:
+            yield prepare(chunk)
+        return
+    ready: queue.Queue = queue.Queue(maxsize=workers + 1)
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="nerx-prepare")
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def feed() -> None:
+        try:
+            for chunk in chunks:
+                if not put(pool.submit(prepare, chunk)):
+                    return
+            put(_END)
+        except BaseException as exc:  # a read error reaches the consumer, in order
+            put(exc)
+
+    feeder = threading.Thread(target=feed, name="nerx-read", daemon=True)
+    feeder.start()
+    try:
+        while True:
+            try:
+                item = ready.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item.result()
+    finally:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------- streaming
 def extract(
     docs: Iterable[Document],
     model: SpanModel,
     *,
     batch_size: int = 32,
-    buffer_size: int | None = None,
+    chunk_size: int | None = None,
     threshold: float = 0.0,
     lang: str = "en",
+    on_error: str = "raise",
+    on_reject: Callable[[Rejection], None] | None = None,
+    workers: int = 0,
     stats: ExtractionStats | None = None,
+    buffer_size: int | None = None,
 ) -> Iterator[Document]:
-    """Stream predictions for ``docs``, in input order, holding at most ``buffer_size``
-    documents (default ``16 * batch_size``) in memory at a time."""
+    """Stream predictions for ``docs``, in input order, holding one chunk of ``chunk_size``
+    documents (default ``max(16 * batch_size, 64)``) in memory at a time.
+
+    With ``on_error="skip"`` a document whose prediction fails is left out and passed to
+    ``on_reject``; ``workers`` prepares the next chunks in background threads.
+    (``buffer_size`` is the former name of ``chunk_size``.)
+    """
+    _check_on_error(on_error)
     stats = stats if stats is not None else ExtractionStats()
-    buffer_size = buffer_size or max(16 * batch_size, 64)
-    prepare = TextPreparer(lang)
-    buffer: list[Document] = []
+    size = chunk_size or buffer_size or max(16 * batch_size, 64)
+    settings = _Settings(batch_size, threshold, lang, on_error)
+    items = (InputDocument(k, doc) for k, doc in enumerate(docs, start=1))
+    yield from _stream(items, model, settings, size, workers, stats, on_reject)
+
+
+def _stream(items, model, settings, size, workers, stats, on_reject) -> Iterator[Document]:
     started = time.perf_counter()
-
-    def flush() -> list[Document]:
-        prepare(buffer)
-        done = predict_documents(
-            model, buffer, batch_size=batch_size, threshold=threshold, stats=stats
-        )
-        buffer.clear()
+    chunks = _chunks(items, size, lambda _: True)
+    prepare = _prepare_chunk(model, settings, threading.local())
+    for chunk in _in_background(chunks, prepare, workers):
+        predicted, rejected = _predict_chunk(model, chunk, settings, stats)
+        for rejection in rejected:
+            if on_reject is not None:
+                on_reject(rejection)
         stats.seconds = time.perf_counter() - started
-        return done
-
-    for doc in docs:
-        buffer.append(doc)
-        if len(buffer) >= buffer_size:
-            yield from flush()
-    if buffer:
-        yield from flush()
+        yield from predicted
     stats.seconds = time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------- files
+@dataclass
+class ExtractionProgress:
+    """Where a run stands, for a progress bar or a log line."""
+
+    documents: int  # documents done: by every process, and by the run it resumed
+    started_with: int  # of those, documents an earlier run had done
+    seconds: float
+    bytes_read: int | None = None
+    bytes_total: int | None = None
+    waiting: int = 0  # chunks other processes are still working on
+
+    @property
+    def rate(self) -> float:
+        done = self.documents - self.started_with
+        return done / self.seconds if self.seconds else 0.0
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.bytes_total or self.bytes_read is None:
+            return None
+        return min(self.bytes_read / self.bytes_total, 1.0)
+
+    @property
+    def eta(self) -> float | None:
+        fraction = self.fraction
+        if not fraction or self.seconds <= 0:
+            return None
+        return self.seconds * (1 - fraction) / fraction
+
+
+@dataclass
+class CorpusResult:
+    """What :func:`extract_corpus` did: this process's work, and, on process 0, the totals
+    of the whole output."""
+
+    stats: ExtractionStats
+    documents: int = 0
+    entities: int = 0
+    relations: int = 0
+    rejected: int = 0
+    resumed_chunks: int = 0
+    chunks: int = 0
+    merged: bool = False
+    report: Any = None  # nerx.io.Report of the output, on the process that wrote it
+    rejected_path: str | None = None
+
+
+def extract_corpus(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    model: SpanModel | str,
+    *,
+    to_format: str | None = None,
+    from_format: str | None = None,
+    resume: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    batch_size: int = 32,
+    threshold: float = 0.0,
+    lang: str = "en",
+    on_error: str = "raise",
+    workers: int = 0,
+    write_options: dict[str, Any] | None = None,
+    progress: Callable[[ExtractionProgress], None] | None = None,
+    on_reject: Callable[[Rejection], None] | None = None,
+    on_chunk: Callable[[Any], None] | None = None,
+) -> CorpusResult:
+    """Extract ``source`` into ``output`` in chunks, through a journal beside the output.
+
+    Killed at any point, the same call with ``resume=True`` continues where it stopped and
+    writes the same output; without ``resume`` an existing journal is an error. Under
+    torchrun each process takes every N-th chunk and process 0 writes the output once all
+    are done. With ``on_error="skip"`` bad documents go to ``OUT.rejected.jsonl`` (for
+    ``output="-"``, to ``on_reject`` only). ``on_chunk`` is called with each chunk's record
+    once it is on disk.
+    """
+    from nerx.io import detect_format, write
+    from nerx.io.base import STDIO
+    from nerx.journal import Journal, RunKey, input_fingerprint, model_fingerprint
+
+    _check_on_error(on_error)
+    if chunk_size < 1 or batch_size < 1:
+        raise ConfigError("chunk_size and batch_size must be at least 1")
+    if workers < 0:
+        raise ConfigError("workers must be 0 or more")
+    if isinstance(model, str | os.PathLike):
+        from nerx.models import load_model
+        from nerx.runtime import resolve_device
+
+        model = load_model(model, device=resolve_device("auto"))
+    place = ranks()
+    settings = _Settings(batch_size, threshold, lang, on_error)
+    stats = ExtractionStats()
+    if str(output) == STDIO:
+        if resume:
+            raise ConfigError(
+                "--resume needs an output file: stdout cannot be continued",
+                hint="write to a file with -o OUT",
+            )
+        if place.distributed:
+            raise ConfigError(
+                "under torchrun every process would write to stdout",
+                hint="give an output file with -o OUT; process 0 writes it",
+            )
+        items = read_corpus(source, from_format, on_error=on_error)
+        predicted = _stream(items, model, settings, chunk_size, workers, stats, on_reject)
+        report = write(predicted, STDIO, to_format or "jsonl", **(write_options or {}))
+        return CorpusResult(
+            stats=stats,
+            documents=stats.documents,
+            entities=stats.entities,
+            relations=stats.relations,
+            rejected=stats.rejected,
+            merged=True,
+            report=report,
+        )
+    if str(source) == STDIO and place.distributed:
+        raise ConfigError(
+            "under torchrun every process reads the whole input, and stdin can be read once",
+            hint="give the input as a file",
+        )
+    if str(source) == STDIO and resume:
+        raise ConfigError(
+            "--resume cannot tell whether stdin is the same input as before",
+            hint="give the input as a file",
+        )
+    target_format = (to_format or detect_format(output, for_writing=True)).lower()
+    source_format = (from_format or detect_format(source)).lower()
+    key = RunKey(
+        input=input_fingerprint(source)
+        if str(source) != STDIO
+        else {"size": None, "mtime_ns": None, "head_sha256": None},
+        model=model_fingerprint(model),
+        options={
+            "from": source_format,
+            "to": target_format,
+            "threshold": threshold,
+            "lang": lang,
+            "batch-size": batch_size,
+            "chunk-size": chunk_size,
+            "on-error": on_error,
+            "write-options": dict(write_options or {}),
+        },
+    )
+    journal = Journal(output)
+    with distributed(model.device):
+        journal.check(key, resume=resume)
+        barrier()
+        try:
+            if place.is_main:
+                journal.create(key)
+            barrier()
+            return _run_chunks(
+                source, from_format, model, journal, settings, chunk_size, workers, stats,
+                target_format, write_options, progress, on_reject, on_chunk,
+            )  # fmt: skip
+        except BaseException:
+            if not resume and place.is_main:
+                journal.remove()
+            raise
+
+
+def _run_chunks(
+    source, from_format, model, journal, settings, chunk_size, workers, stats,
+    target_format, write_options, progress, on_reject, on_chunk,
+) -> CorpusResult:  # fmt: skip
+    from nerx.journal import ChunkRecord, rejected_path
+
+    place = ranks()
+    finished = journal.finished()
+    resumed_documents = sum(r.documents + r.rejected for r in finished.values())
+    started = time.perf_counter()
+    position = _InputPosition(source)
+    done_documents = resumed_documents
+    last_chunk = -1
+
+    everyone = {"records": dict(finished), "at": time.monotonic()}
+
+    def documents_done() -> int:
+        # Under torchrun the journal tells what the other processes have done; it is read at
+        # most every few seconds, so a huge journal costs nothing.
+        if not place.distributed:
+            return done_documents
+        if time.monotonic() - everyone["at"] >= 5.0:
+            everyone["records"] = journal.finished(everyone["records"])
+            everyone["at"] = time.monotonic()
+        others = sum(
+            r.documents + r.rejected
+            for k, r in everyone["records"].items()
+            if k not in finished and k % place.world_size != place.rank
+        )
+        return done_documents + others
+
+    def report(waiting: int = 0) -> None:
+        if progress is not None:
+            progress(
+                ExtractionProgress(
+                    documents=documents_done(),
+                    started_with=resumed_documents,
+                    seconds=time.perf_counter() - started,
+                    bytes_read=position(),
+                    bytes_total=position.size,
+                    waiting=waiting,
+                )
+            )
+
+    def todo(index: int) -> bool:
+        return index not in finished and index % place.world_size == place.rank
+
+    items = read_corpus(source, from_format, on_error=settings.on_error)
+    chunks = _chunks(_watch_end(items, position), chunk_size, todo)
+    prepare = _prepare_chunk(model, settings, threading.local())
+    for chunk in _in_background(chunks, prepare, workers):
+        last_chunk = chunk.index
+        if not chunk.todo:  # another process's, or done by an earlier run
+            continue
+        local = ExtractionStats()
+        predicted, rejected = _predict_chunk(model, chunk, settings, local)
+        record = ChunkRecord(
+            chunk=chunk.index,
+            first_ordinal=chunk.items[0].ordinal,
+            documents=len(predicted),
+            rejected=len(rejected),
+            words=local.words,
+            entities=local.entities,
+            relations=local.relations,
+            windows=local.windows,
+            split_sentences=local.split_sentences,
+        )
+        journal.commit(record, predicted, [r.to_dict() for r in rejected])
+        stats.add(local)
+        done_documents += len(chunk.items)
+        stats.seconds = time.perf_counter() - started
+        for rejection in rejected:
+            if on_reject is not None:
+                on_reject(rejection)
+        if on_chunk is not None:
+            on_chunk(record)
+        report()
+    chunks_total = last_chunk + 1
+    stats.seconds = time.perf_counter() - started
+    result = CorpusResult(stats=stats, chunks=chunks_total, resumed_chunks=len(finished))
+    if not place.is_main:
+        return result
+    records = _wait_for_chunks(journal, chunks_total, report)
+    result.report = journal.merge(chunks_total, target_format, write_options=write_options)
+    result.merged = True
+    result.documents = sum(r.documents for r in records)
+    result.entities = sum(r.entities for r in records)
+    result.relations = sum(r.relations for r in records)
+    result.rejected = sum(r.rejected for r in records)
+    if result.rejected:
+        result.rejected_path = str(rejected_path(journal.output))
+    journal.remove()
+    stats.seconds = time.perf_counter() - started
+    return result
+
+
+def _wait_for_chunks(journal, chunks: int, report: Callable[[int], None]) -> list:
+    """Process 0 waits, polling the journal, until every chunk has its record."""
+    records: dict[int, Any] = {}
+    while True:
+        for k in range(chunks):
+            if k not in records:
+                record = journal.record(k)
+                if record is not None:
+                    records[k] = record
+        missing = chunks - len(records)
+        if not missing:
+            return [records[k] for k in range(chunks)]
+        report(missing)
+        time.sleep(0.2)
+
+
+class _InputPosition:
+    """How far the reader is through the input file, read off its open file descriptor."""
+
+    def __init__(self, source) -> None:
+        from nerx.io.base import STDIO
+
+        self.size: int | None = None
+        self.path: str | None = None
+        self.ended = False
+        self._fd: int | None = None
+        if str(source) != STDIO and os.path.isfile(source):
+            self.path = os.path.realpath(source)
+            self.size = os.path.getsize(source)
+
+    def __call__(self) -> int | None:
+        if self.path is None:
+            return None
+        if self.ended:
+            return self.size
+        with contextlib.suppress(OSError):
+            if self._fd is None or os.readlink(f"/proc/self/fd/{self._fd}") != self.path:
+                self._fd = self._find()
+            if self._fd is not None:
+                return os.lseek(self._fd, 0, os.SEEK_CUR)
+        return None
+
+    def _find(self) -> int | None:
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{name}") == self.path:
+                    return int(name)
+        return None
+
+
+def _watch_end(items: Iterable[InputDocument], position: _InputPosition):
+    yield from items
+    position.ended = True
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"unknown on_error {on_error!r}", hint="use raise or skip")
+
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "CorpusResult",
+    "ExtractionProgress",
+    "ExtractionStats",
+    "Rejection",
+    "extract",
+    "extract_corpus",
+    "predict_documents",
+    "prepare_documents",
+    "read_corpus",
+    "run_prepared",
+]

@@ -34,6 +34,9 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ConfigError(
             f"device {device!r} asked for, but no GPU is available", hint="use --device cpu"
         )
+    if resolved.type == "cuda" and resolved.index is None and ranks().distributed:
+        # Under torchrun, plain "cuda" is this process's GPU, not every process on GPU 0.
+        return torch.device("cuda", ranks().local_rank % torch.cuda.device_count())
     return resolved
 
 
@@ -91,3 +94,59 @@ def ranks() -> Ranks:
             "RANK, WORLD_SIZE and LOCAL_RANK must be integers",
             hint="launch with torchrun, which sets them",
         ) from None
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device):
+    """Join torchrun's process group for the duration, when there is more than one process
+    and the caller has not joined it already: NCCL for GPUs, gloo for the CPU."""
+    import torch.distributed as dist
+
+    if not ranks().distributed or not dist.is_available() or dist.is_initialized():
+        yield
+        return
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every process of the group; nothing to wait for without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C."""
+
+    signal_number = 15
+    exit_code = 143
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises :class:`Terminated` (the main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
