@@ -26,6 +26,7 @@ _EXPORTS = {
     "evaluate": ("nerx.scoring", "evaluate"),
     "load": ("nerx.models", "load_model"),
     "extract": ("nerx.pipeline", "extract"),
+    "extract_frame": ("nerx.frame", "extract_frame"),
 }
 
 __all__ = [
@@ -40,12 +41,14 @@ __all__ = [
     "evaluate",
     "load",
     "extract",
+    "extract_frame",
     "__version__",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from nerx.doc import Document, Entity, Relation
     from nerx.errors import NerxError
+    from nerx.frame import extract_frame
     from nerx.io import Report, convert, read, write
     from nerx.models import load_model as load
     from nerx.pipeline import extract

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from nerx.cli.common import err_console, handles_errors
+from nerx.cli.convert import ANNOTATOR_HELP, ID_COLUMN_HELP, TEXT_COLUMN_HELP
 
 HELP = """Find entities (and relations) in a corpus with a bundled or trained model.
 
@@ -24,6 +25,9 @@ lists the bundled models.
   nerx extract eng.testb --model models/conll --to conll -o pred.conll
   cat texts.jsonl | nerx extract - --model models/conll --to docbin -o out.spacy
   nerx extract corpus.jsonl --model models/conll -o predictions.html   # to look at
+  nerx extract notes.txt                                   # one document, or --from lines
+  nerx extract corpus.jsonl --to labelstudio -o tasks.json # pre-annotations to correct
+  nerx extract rows.parquet --text-column body -o found.parquet
 """
 
 
@@ -49,7 +53,8 @@ def extract_command(
         None,
         "--to",
         "-t",
-        help="Output format: jsonl, docbin, brat, conll, html. Default: from -o's suffix, else jsonl.",
+        help="Output format: jsonl, docbin, brat, conll, html, labelstudio, doccano, prodigy, "
+        "parquet, csv, tsv. Default: from -o's suffix, else jsonl.",
     ),
     from_format: str | None = typer.Option(
         None, "--from", "-f", help="Input format, when detection is not enough."
@@ -60,19 +65,32 @@ def extract_command(
         0.0, min=0.0, max=1.0, help="Drop entities and relations scored below this."
     ),
     lang: str = typer.Option("en", help="Language of the spaCy tokenizer for raw text."),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help=TEXT_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
+    ),
+    id_column: str | None = typer.Option(
+        None, "--id-column", help=ID_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
+    ),
+    annotator: str | None = typer.Option(
+        None, "--annotator", help=ANNOTATOR_HELP, rich_help_panel="Tables and Label Studio"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
-    from nerx.io import Report, detect_format, read, write
+    from nerx.io import Report, detect_format, read, source_options, write
     from nerx.models import load_model
     from nerx.pipeline import ExtractionStats, extract
     from nerx.runtime import resolve_device
 
+    source_format = from_format or detect_format(corpus)
+    read_options = source_options(
+        source_format, text_column=text_column, id_column=id_column, annotator=annotator
+    )
     model = load_model(model_path, device=resolve_device(device))
     target_format = to_format or (
         "jsonl" if output == "-" else detect_format(output, for_writing=True)
     )
     stats = ExtractionStats()
-    docs = read(corpus, from_format)
+    docs = read(corpus, source_format, **read_options)
     predicted = extract(
         docs, model, batch_size=batch_size, threshold=threshold, lang=lang, stats=stats
     )

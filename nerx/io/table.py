@@ -1,7 +1,8 @@
 """Tables: Parquet, CSV and TSV, one row per document.
 
 The text is in the ``text`` column (``text_column=``), the id in ``id_column=`` (default: the
-row number, from 1); every other column goes to ``meta``. Columns ``entities`` and
+``id`` column if there is one, else the row number from 1); every other column goes to
+``meta``. Columns ``entities`` and
 ``relations``, as nerx writes them, are read back as annotations::
 
     id        text                        entities                                     relations
@@ -30,7 +31,7 @@ from nerx.errors import ConfigError, FormatError
 from nerx.io import losses
 from nerx.io.base import STDIO, Report, atomic_file, display_name
 
-__all__ = ["PARQUET", "CSV", "TSV", "FORMATS", "annotation_columns"]
+__all__ = ["PARQUET", "CSV", "TSV", "FORMATS", "annotation_columns", "arrow_annotation_types"]
 
 READ_OPTIONS: tuple[str, ...] = ("text_column", "id_column")
 ANNOTATION_COLUMNS = ("id", "text", "entities", "relations")
@@ -133,6 +134,8 @@ class _Columns:
     id: str | None
 
     def check(self, names: list[str], where: str) -> None:
+        if self.id is None and "id" in names:
+            self.id = "id"
         for role, column in (("text", self.text), ("id", self.id)):
             if column is not None and column not in names:
                 raise FormatError(
@@ -356,20 +359,23 @@ class _Parquet:
                     writer.close()
 
 
-def _schema(pa, rows: list[dict[str, Any]], meta: list[str]):
-    def struct(fields):
-        return pa.list_(
-            pa.struct(
-                [pa.field(n, getattr(pa, t)()) for n, t in fields]
-                + ([pa.field("text", pa.string())] if fields is ENTITY_FIELDS else [])
-            )
-        )
+def arrow_annotation_types(pa) -> tuple[Any, Any]:
+    """The Arrow types of the ``entities`` and ``relations`` columns: lists of structs."""
+    entity = [pa.field(n, getattr(pa, t)()) for n, t in ENTITY_FIELDS]
+    relation = [pa.field(n, getattr(pa, t)()) for n, t in RELATION_FIELDS]
+    return (
+        pa.list_(pa.struct([*entity, pa.field("text", pa.string())])),
+        pa.list_(pa.struct(relation)),
+    )
 
+
+def _schema(pa, rows: list[dict[str, Any]], meta: list[str]):
+    entities, relations = arrow_annotation_types(pa)
     fields = [
         pa.field("id", pa.string()),
         pa.field("text", pa.string()),
-        pa.field("entities", struct(ENTITY_FIELDS)),
-        pa.field("relations", struct(RELATION_FIELDS)),
+        pa.field("entities", entities),
+        pa.field("relations", relations),
     ]
     for key in meta:
         values = [row[key] for row in rows]
