@@ -149,3 +149,39 @@ def test_meta_fields_the_first_document_lacks_are_reported(tmp_path):
     docs = [nerx.Document("a", "x", meta={"k": 1}), nerx.Document("b", "y", meta={"k": 2, "z": 3})]
     report = nerx.write(docs, tmp_path / "m.csv")
     assert report.lost[table.LOST_COLUMNS] == 1
+
+
+@pytest.fixture(scope="module")
+def eager_model_dir(tiny_encoder, tmp_path_factory):
+    """An untrained model biased against "no entity", so that it finds entities."""
+    from nerx.models import ModelConfig, model_class, save_model
+
+    config = ModelConfig(
+        kind="spandec", labels=["LOC", "PER"], encoder=tiny_encoder, hyper={"outside_bias": 20.0}
+    )
+    model = model_class("spandec").create(config)
+    return save_model(model, tmp_path_factory.mktemp("eager") / "m")
+
+
+def test_nerx_extract_from_parquet_to_parquet_keeps_ids_and_columns(eager_model_dir, tmp_path):
+    pq = needs("pyarrow.parquet")
+    import pyarrow as pa
+
+    rows = pa.table(
+        {"review_id": ["r1", "r2"], "stars": [5, 1], "body": ["Ada met Bob.", "Oslo is cold."]}
+    )
+    pq.write_table(rows, tmp_path / "rows.parquet")
+    result = CliRunner().invoke(
+        app,
+        ["extract", str(tmp_path / "rows.parquet"), "--model", str(eager_model_dir), "-q",
+         "--text-column", "body", "--id-column", "review_id", "-o", str(tmp_path / "f.parquet")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    found = pq.read_table(tmp_path / "f.parquet").to_pylist()
+    assert [(r["id"], r["text"], r["stars"]) for r in found] == [
+        ("r1", "Ada met Bob.", 5),
+        ("r2", "Oslo is cold.", 1),
+    ]
+    assert all(r["entities"] for r in found)
+    for r in found:
+        assert all(r["text"][e["start"] : e["end"]] == e["text"] for e in r["entities"])
