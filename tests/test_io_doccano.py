@@ -85,3 +85,12 @@ def test_a_bad_label_names_the_line(tmp_path):
         list(nerx.read(path))
     result = CliRunner().invoke(app, ["convert", str(path), str(tmp_path / "o.jsonl")])
     assert result.exit_code == 2 and "bad.jsonl:2" in result.output
+
+
+def test_a_line_with_a_long_text_is_still_detected(tmp_path):
+    text = "Ada met Bob. " * 2000  # 26 kB, beyond the first block read for detection
+    doc = nerx.Document("long", text, entities=[nerx.Entity(0, 3, "PER")])
+    nerx.write([doc], tmp_path / "long.jsonl", "doccano")
+    assert detect_format(tmp_path / "long.jsonl") == "doccano"
+    (back,) = nerx.read(tmp_path / "long.jsonl")
+    assert [(e.start, e.end, e.label) for e in back.entities] == [(0, 3, "PER")]

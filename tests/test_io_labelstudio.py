@@ -229,3 +229,14 @@ def test_a_task_without_text_names_the_task(tmp_path):
     assert result.exit_code == 2
     assert "--text-column" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_task_with_a_long_text_is_still_detected(tmp_path):
+    text = "Ada met Bob. " * 2000  # 26 kB, beyond the first block read for detection
+    doc = Document("long", text, entities=[Entity(0, 3, "PER")])
+    nerx.write([doc], tmp_path / "long.json", "labelstudio")
+    assert detect_format(tmp_path / "long.json") == "labelstudio"
+    export = [{"id": 1, "annotations": [{"result": [region("a", 0, 3, "Ada", "PER")]}],
+               "data": {"text": text}}]  # fmt: skip
+    (tmp_path / "export.json").write_text(json.dumps(export), encoding="utf-8")
+    assert detect_format(tmp_path / "export.json") == "labelstudio"

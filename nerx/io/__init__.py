@@ -73,7 +73,8 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
     if suffix == ".txt" and p.with_suffix(".ann").is_file():
         return "brat"
     if not for_writing and suffix in _BY_CONTENT and p.is_file():
-        head = head_text(p)
+        # A first record can be long (a whole article); a megabyte of it holds its keys.
+        head = head_text(p, 1 << 20)
         for module in _BY_CONTENT[suffix]:
             if module.sniff(head):
                 return module.NAME
@@ -85,7 +86,7 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
     if p.is_dir() or (for_writing and not suffix):
         return "brat"
     if not for_writing and p.is_file():
-        head = head_text(p)
+        head = head_text(p, 1 << 20)
         if not head.strip():
             raise UnknownFormatError(
                 "the file is empty, so its format cannot be detected",

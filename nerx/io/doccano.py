@@ -16,6 +16,7 @@ doccano keeps no scores, tokens or sentences.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -35,6 +36,7 @@ LOST_RELATIONS = "relations (doccano sequence labeling has none; write relations
 DANGLING = "doccano relations whose entity id is not in the line"
 _SPAN = ((INT, INT, STR), "[start, end, label]")
 _KEYS = ("id", "text", "label", "labels", "entities", "relations")
+_DOCCANO_KEYS = re.compile(r'"labels?"\s*:\s*\[\s*\[|"start_offset"\s*:')
 
 
 def sniff(head: str) -> bool:
@@ -44,7 +46,8 @@ def sniff(head: str) -> bool:
     try:
         data = orjson.loads(first)
     except orjson.JSONDecodeError:
-        return False
+        # A first line longer than the head: judge by the keys that only doccano writes.
+        return first.startswith("{") and bool(_DOCCANO_KEYS.search(first))
     if not isinstance(data, dict) or not isinstance(data.get("text"), str):
         return False
     label = data.get("label", data.get("labels"))

@@ -22,6 +22,7 @@ go to ``meta``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -48,14 +49,19 @@ UTF16 = "Label Studio regions with UTF-16 offsets (converted to characters)"
 FROM_PREDICTIONS = "Label Studio tasks read from their predictions (no task has an annotation)"
 
 
+_FIRST_KEY_DATA = re.compile(r'\A\[?\s*\{\s*"data"\s*:')
+
+
 def sniff(head: str) -> bool:
-    """A task is an object whose first key is ``data``, or that has ``annotations`` or
-    ``predictions`` beside it, alone or in a JSON array."""
-    text = head.lstrip("\ufeff \t\r\n").lstrip("[").lstrip()
-    if not text.startswith("{"):
+    """A task is an object whose first key is ``data`` (as nerx writes it), or one with
+    ``data`` beside ``annotations`` or ``predictions`` (as Label Studio exports it), alone or
+    in a JSON array."""
+    text = head.lstrip("\ufeff \t\r\n")
+    if not text.startswith(("{", "[")):
         return False
-    opening = text[:2000]
-    return '"data"' in opening and ('"annotations"' in text or '"predictions"' in text)
+    if _FIRST_KEY_DATA.match(text):
+        return True
+    return '"data"' in text and ('"annotations"' in text or '"predictions"' in text)
 
 
 # ===================================================================================== read
