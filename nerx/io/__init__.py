@@ -86,7 +86,7 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
     if p.is_dir() or (for_writing and not suffix):
         return "brat"
     if not for_writing and p.is_file():
-        head = head_text(p, 1 << 20)
+        head = head_text(p)
         if not head.strip():
             raise UnknownFormatError(
                 "the file is empty, so its format cannot be detected",
