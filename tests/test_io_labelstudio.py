@@ -240,3 +240,34 @@ def test_a_task_with_a_long_text_is_still_detected(tmp_path):
                "data": {"text": text}}]  # fmt: skip
     (tmp_path / "export.json").write_text(json.dumps(export), encoding="utf-8")
     assert detect_format(tmp_path / "export.json") == "labelstudio"
+
+
+NER_CONFIG = """<View>
+  <Relations>{relations}</Relations>
+  <Labels name="label" toName="text">{labels}</Labels>
+  <Text name="text" value="$text"/>
+</View>"""
+
+
+def test_written_predictions_pass_the_label_studio_sdk_validation(samples, tmp_path):
+    # The SDK pulls in some thirty packages (OpenCV, NLTK) and pins numpy, so CI does not
+    # install it; where it is installed, it checks the tasks against a labeling config.
+    sdk = pytest.importorskip("label_studio_sdk.label_interface")
+    docs = scored(list(nerx.read(samples / "news.jsonl")))
+    nerx.write(docs, tmp_path / "tasks.json", "labelstudio")
+    labels = sorted({e.label for d in docs for e in d.entities})
+    relations = sorted({r.label for d in docs for r in d.relations})
+    interface = sdk.LabelInterface(
+        NER_CONFIG.format(
+            labels="".join(f'<Label value="{x}"/>' for x in labels),
+            relations="".join(f'<Relation value="{x}"/>' for x in relations),
+        )
+    )
+    tasks = json.loads((tmp_path / "tasks.json").read_text(encoding="utf-8"))
+    for task in tasks:
+        (prediction,) = task["predictions"]
+        assert interface.validate_prediction(prediction, return_errors=True) == []
+    # The check can fail: a label outside the config is refused.
+    wrong = json.loads(json.dumps(tasks[0]["predictions"][0]))
+    wrong["result"][0]["value"]["labels"] = ["NOT_A_LABEL"]
+    assert interface.validate_prediction(wrong, return_errors=True) != []
