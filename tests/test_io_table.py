@@ -185,3 +185,17 @@ def test_nerx_extract_from_parquet_to_parquet_keeps_ids_and_columns(eager_model_
     assert all(r["entities"] for r in found)
     for r in found:
         assert all(r["text"][e["start"] : e["end"]] == e["text"] for e in r["entities"])
+
+
+def test_parquet_is_read_row_by_row_and_a_bad_cell_names_its_row(tmp_path):
+    pq = needs("pyarrow.parquet")
+    import pyarrow as pa
+
+    cells = ["[]", "[]", '[{"start": 0, "end": 3, "label": "PER"}]', "[]", "not json"]
+    rows = pa.table({"text": ["Ada met Bob."] * 5, "entities": cells})
+    pq.write_table(rows, tmp_path / "r.parquet", row_group_size=2)
+    docs = nerx.read(tmp_path / "r.parquet")
+    first = [next(docs) for _ in range(3)]  # the bad fifth row is not reached yet
+    assert [len(d.entities) for d in first] == [0, 0, 1]
+    with pytest.raises(FormatError, match=r"r.parquet: row 5: the 'entities' column is not JSON"):
+        list(docs)

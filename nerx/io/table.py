@@ -295,7 +295,8 @@ class _Parquet:
             raise ConfigError("Parquet cannot be read from stdin", hint="give the file's path")
         columns = _Columns(text_column, id_column)
         try:
-            file = pq.ParquetFile(source)
+            # A buffered stream decodes page by page instead of reading whole row groups.
+            file = pq.ParquetFile(source, buffer_size=1 << 20, pre_buffer=False)
         except (pa.ArrowInvalid, OSError) as exc:
             raise FormatError(f"not a Parquet file: {exc}", where=name) from None
         columns.check(file.schema_arrow.names, name)
