@@ -12,11 +12,10 @@ HELP = """Convert between JSONL, CoNLL, spaCy DocBin, BRAT, Label Studio, doccan
 plain text and tables (Parquet, CSV, TSV), streaming.
 
 The format comes from the suffix (.jsonl/.json, .conll/.iob/.bio, .spacy, .txt, .parquet,
-.csv, a directory for BRAT or for .txt files), then from the content (Label Studio, doccano
-and Prodigy files share .json/.jsonl; a .tsv is CoNLL or a table); [bold]--from[/] /
-[bold]--to[/] override. Use [bold]-[/] for
-stdin/stdout. The summary (on stderr) says what was read, written and what the target could
-not hold.
+.csv, a directory for BRAT or for .txt files), then from the content: Label Studio, doccano
+and Prodigy share .json/.jsonl, and a .tsv is CoNLL or a table. [bold]--from[/] and
+[bold]--to[/] override. Use [bold]-[/] for stdin/stdout. The summary (on stderr) says what
+was read, written and what the target could not hold.
 
 [dim]Examples:[/]
   nerx convert eng.train train.spacy
