@@ -271,3 +271,19 @@ def test_written_predictions_pass_the_label_studio_sdk_validation(samples, tmp_p
     wrong = json.loads(json.dumps(tasks[0]["predictions"][0]))
     wrong["result"][0]["value"]["labels"] = ["NOT_A_LABEL"]
     assert interface.validate_prediction(wrong, return_errors=True) != []
+
+
+def test_the_json_min_export_reads_too(tmp_path):
+    records = [
+        {"text": TEXT, "id": 5, "source": "letters",
+         "label": [{"start": 0, "end": 12, "text": "Ada Lovelace", "labels": ["PER"]},
+                   {"start": 36, "end": 42, "text": "London", "labels": ["LOC"]}],
+         "annotator": 2, "annotation_id": 11, "created_at": "2024-01-01T00:00:00Z",
+         "updated_at": "2024-01-01T00:00:00Z", "lead_time": 3.5},
+    ]  # fmt: skip
+    path = tmp_path / "min.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    assert detect_format(path) == "labelstudio"
+    (doc,) = nerx.read(path)
+    assert (doc.id, doc.text, doc.meta) == ("5", TEXT, {"source": "letters"})
+    assert [(e.start, e.end, e.label) for e in doc.entities] == [(0, 12, "PER"), (36, 42, "LOC")]

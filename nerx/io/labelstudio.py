@@ -14,7 +14,8 @@ Reading takes each task's latest ``annotations`` entry (by ``updated_at``, else
 ``created_at``, else its place in the list) that was not cancelled, or the latest one by
 ``annotator`` (a user id or e-mail in ``completed_by``). A task nobody annotated is skipped and
 counted; a file in which no task has an annotation (pre-annotations, such as nerx writes) is
-read from its ``predictions`` instead. The text is ``data["text"]``, or the field named by
+read from its ``predictions`` instead. The JSON-MIN export (one flattened annotation per
+record, ``annotation_id`` and ``annotator`` beside the data) reads too. The text is ``data["text"]``, or the field named by
 ``text_column``; the document id is ``data["id"]``, else the task id; other ``data`` fields
 go to ``meta``.
 """
@@ -32,7 +33,7 @@ from nerx.doc import Document, Entity, Relation
 from nerx.errors import ConfigError, FormatError
 from nerx.io import losses
 from nerx.io.base import Report, atomic_file
-from nerx.io.jsonl import ID, INT, LIST, OBJECT, SCORE, STR, _get, _objects, _records
+from nerx.io.jsonl import ID, INT, LIST, OBJECT, SCORE, STR, _get, _objects, _Record, _records
 
 NAME = "labelstudio"
 SUFFIXES: tuple[str, ...] = ()  # .json is shared with JSONL; told apart by content
@@ -61,6 +62,8 @@ def sniff(head: str) -> bool:
         return False
     if _FIRST_KEY_DATA.match(text):
         return True
+    if '"annotation_id"' in text and '"annotator"' in text:
+        return True  # the JSON-MIN export: one flattened annotation per record
     return '"data"' in text and ('"annotations"' in text or '"predictions"' in text)
 
 
@@ -76,7 +79,7 @@ def read(
     report = report if report is not None else Report()
     # An export is one JSON array, which is parsed whole anyway; holding the tasks lets the
     # reader tell an annotated export from a file of pre-annotations.
-    tasks = list(_records(source))
+    tasks = [_Record(_full_task(t.data), t.where) for t in _records(source)]
     use_predictions = annotator is None and not any(
         _usable(_objects(t.data, "annotations", t.where, "annotation"), None) for t in tasks
     )
@@ -89,6 +92,28 @@ def read(
             report.lost[SKIPPED] += 1
             continue
         yield _document(data, chosen, where, ordinal, text_column, report)
+
+
+_MIN_KEYS = ("id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time")
+
+
+def _full_task(record: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-MIN record (one annotation, flattened) as the task it came from."""
+    if "data" in record or "annotation_id" not in record:
+        return record
+    spans = {
+        k: v
+        for k, v in record.items()
+        if isinstance(v, list) and v and all(isinstance(x, dict) and "labels" in x for x in v)
+    }
+    result = [{"type": "labels", "value": value} for values in spans.values() for value in values]
+    data = {k: v for k, v in record.items() if k not in spans and k not in _MIN_KEYS}
+    annotation = {
+        "completed_by": record.get("annotator"),
+        "updated_at": record.get("updated_at"),
+        "result": result,
+    }
+    return {"id": record.get("id"), "data": data, "annotations": [annotation]}
 
 
 def _usable(entries: list[dict[str, Any]], annotator: str | int | None) -> list[dict[str, Any]]:
