@@ -94,3 +94,13 @@ def test_a_line_with_a_long_text_is_still_detected(tmp_path):
     assert detect_format(tmp_path / "long.jsonl") == "doccano"
     (back,) = nerx.read(tmp_path / "long.jsonl")
     assert [(e.start, e.end, e.label) for e in back.entities] == [(0, 3, "PER")]
+
+
+def test_cli_writes_a_relation_project_with_to_doccano_relations(samples, tmp_path):
+    out = tmp_path / "rel.jsonl"
+    result = CliRunner().invoke(
+        app, ["convert", str(samples / "news.jsonl"), str(out), "--to", "doccano-relations", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert all("relations" in json.loads(x) for x in out.read_text().splitlines())
+    assert view(nerx.read(out)) == view(nerx.read(samples / "news.jsonl"))

@@ -56,8 +56,8 @@ def convert_command(
         None,
         "--to",
         "-t",
-        help="Output format: jsonl, conll, docbin, brat, labelstudio, doccano, prodigy, text, "
-        "parquet, csv, tsv, or html (a page to look at).",
+        help="Output format: jsonl, conll, docbin, brat, labelstudio, doccano, "
+        "doccano-relations, prodigy, text, parquet, csv, tsv, or html (a page to look at).",
     ),
     scheme: str | None = typer.Option(
         None,

@@ -53,8 +53,8 @@ def extract_command(
         None,
         "--to",
         "-t",
-        help="Output format: jsonl, docbin, brat, conll, html, labelstudio, doccano, prodigy, "
-        "parquet, csv, tsv. Default: from -o's suffix, else jsonl.",
+        help="Output format: jsonl, docbin, brat, conll, html, labelstudio, doccano, "
+        "doccano-relations, prodigy, parquet, csv, tsv. Default: from -o's suffix, else jsonl.",
     ),
     from_format: str | None = typer.Option(
         None, "--from", "-f", help="Input format, when detection is not enough."

@@ -45,7 +45,7 @@ __all__ = [
 
 
 def _choices() -> str:
-    return ", ".join([*FORMATS, text.LINES, *DIALECTS])
+    return ", ".join([*FORMATS, text.LINES, doccano.RELATION_PROJECT, *DIALECTS])
 
 
 def _resolve(name: str) -> tuple[Any, dict]:
@@ -55,6 +55,8 @@ def _resolve(name: str) -> tuple[Any, dict]:
         return FORMATS[key], {}
     if key == text.LINES:
         return text, {"lines": True}
+    if key == doccano.RELATION_PROJECT:
+        return doccano, {"relations": True}
     if key in DIALECTS:
         return jsonl, {"dialect": key}
     raise UnknownFormatError(f"unknown format {name!r}", hint=f"choose one of: {_choices()}")
@@ -169,13 +171,13 @@ def write(
 ) -> Report:
     """Write documents to ``target``; return the report of what was written and lost."""
     name = format or detect_format(target, for_writing=True)
-    module, _ = _resolve(name)
+    module, variant = _resolve(name)
     if module is jsonl and name.lower() in DIALECTS:
         raise UnknownFormatError(
             f"{name!r} is a read-only dialect", hint="write native JSONL with --to jsonl"
         )
     report = report if report is not None else Report()
-    module.write(docs, target, report=report, **options)
+    module.write(docs, target, report=report, **variant, **options)
     return report
 
 

@@ -9,7 +9,8 @@ relation project gives entities with ids and relations between them::
      "type": "Knows"}]}
 
 Other keys (doccano keeps them as the document's metadata) go to ``meta`` and back. The writer
-gives the sequence-labeling layout, or the relation-project layout with ``relations=True``.
+gives the sequence-labeling layout, or the relation-project layout with ``relations=True``
+(``--to doccano-relations``).
 doccano keeps no scores, tokens or sentences.
 """
 
@@ -28,11 +29,13 @@ from nerx.io.base import Report, atomic_file, display_name, iter_lines
 from nerx.io.jsonl import ID, INT, STR, _get, _loads, _objects, _record, _tuple
 
 NAME = "doccano"
+#: ``--to doccano-relations`` writes the relation-project layout.
+RELATION_PROJECT = "doccano-relations"
 SUFFIXES: tuple[str, ...] = ()  # .jsonl is shared with native JSONL; told apart by content
 
 __all__ = ["NAME", "SUFFIXES", "sniff", "read", "write"]
 
-LOST_RELATIONS = "relations (doccano sequence labeling has none; write relations=True)"
+LOST_RELATIONS = "relations (doccano sequence labeling has none; --to doccano-relations has)"
 DANGLING = "doccano relations whose entity id is not in the line"
 _SPAN = ((INT, INT, STR), "[start, end, label]")
 _KEYS = ("id", "text", "label", "labels", "entities", "relations")
@@ -62,8 +65,11 @@ def sniff(head: str) -> bool:
     )
 
 
-def read(source: str | os.PathLike, report: Report | None = None) -> Iterator[Document]:
-    """Stream the documents of a doccano JSONL export, one per line."""
+def read(
+    source: str | os.PathLike, report: Report | None = None, *, relations: bool = False
+) -> Iterator[Document]:
+    """Stream the documents of a doccano JSONL export, one per line; either layout reads
+    (``relations`` names the relation-project layout and changes nothing here)."""
     report = report if report is not None else Report()
     name = display_name(source)
     ordinal = 0

@@ -73,9 +73,14 @@ def _lines(source: str | os.PathLike) -> Iterator[Document]:
 
 
 def write(
-    docs: Iterable[Document], target: str | os.PathLike, report: Report | None = None
+    docs: Iterable[Document],
+    target: str | os.PathLike,
+    report: Report | None = None,
+    *,
+    lines: bool = True,
 ) -> None:
-    """Write each document's text on its own line; everything else is counted as not kept."""
+    """Write each document's text on its own line (``--to text`` and ``--to lines`` alike);
+    everything else is counted as not kept."""
     report = report if report is not None else Report()
     with atomic_file(target, "w") as out:
         for doc in docs:
