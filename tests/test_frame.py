@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -21,7 +22,7 @@ TEXTS = [
 def needs(module: str):
     """Import an optional dependency; CI must provide it, so there a missing one fails."""
     if os.environ.get("CI") == "true":
-        return __import__(module)
+        return importlib.import_module(module)
     return pytest.importorskip(module)
 
 

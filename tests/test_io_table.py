@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import importlib
 import os
 
 import pytest
@@ -17,7 +18,7 @@ from nerx.io import detect_format, table
 def needs(module: str):
     """Import an optional dependency; CI must provide it, so there a missing one fails."""
     if os.environ.get("CI") == "true":
-        return __import__(module)
+        return importlib.import_module(module)
     return pytest.importorskip(module)
 
 
