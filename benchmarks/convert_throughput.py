@@ -4,6 +4,7 @@ Each conversion runs ``--runs`` times into a fresh temporary directory; the best
 as the least disturbed by other work on the machine.
 
 Usage: python benchmarks/convert_throughput.py [--data ../shared/data] [--runs 3]
+(the Parquet case needs pyarrow: pip install 'nerx[parquet]')
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class Case(NamedTuple):
 CASES = (
     Case("CoNLL-2003 eng.train -> DocBin", "conll2003/eng.train", None, "train.spacy", "docbin"),
     Case("CoNLL04 train -> BRAT", "conll04/conll04_train.json", "spert", "brat", "brat"),
+    Case(
+        "CoNLL-2003 eng.train -> Label Studio", "conll2003/eng.train", None, "t.json", "labelstudio"
+    ),
+    Case("CoNLL-2003 eng.train -> Parquet", "conll2003/eng.train", None, "t.parquet", "parquet"),
 )
 
 
@@ -61,12 +66,12 @@ def measure(case: Case, data: Path, runs: int) -> Result:
 
 
 def table(results: list[Result]) -> str:
-    header = f"{'conversion':<34} {'docs':>6} {'MB':>6} {'best s':>7} {'docs/s':>8} {'MB/s':>6}"
+    header = f"{'conversion':<38} {'docs':>6} {'MB':>6} {'best s':>7} {'docs/s':>8} {'MB/s':>6}"
     lines = [header, "-" * len(header)]
     for r in results:
         mb = r.input_bytes / 1e6
         lines.append(
-            f"{r.case.name:<34} {r.documents:>6} {mb:>6.2f} {r.seconds:>7.2f} "
+            f"{r.case.name:<38} {r.documents:>6} {mb:>6.2f} {r.seconds:>7.2f} "
             f"{r.documents / r.seconds:>8.0f} {mb / r.seconds:>6.2f}"
         )
     return "\n".join(lines)

@@ -27,6 +27,7 @@ _EXPORTS = {
     "load": ("nerx.models", "load_model"),
     "extract": ("nerx.pipeline", "extract"),
     "extract_corpus": ("nerx.pipeline", "extract_corpus"),
+    "extract_frame": ("nerx.frame", "extract_frame"),
 }
 
 __all__ = [
@@ -42,12 +43,14 @@ __all__ = [
     "load",
     "extract",
     "extract_corpus",
+    "extract_frame",
     "__version__",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from nerx.doc import Document, Entity, Relation
     from nerx.errors import NerxError
+    from nerx.frame import extract_frame
     from nerx.io import Report, convert, read, write
     from nerx.models import load_model as load
     from nerx.pipeline import extract, extract_corpus

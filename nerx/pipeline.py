@@ -232,7 +232,11 @@ class InputDocument:
 
 
 def read_corpus(
-    source: str | os.PathLike, format: str | None = None, *, on_error: str = "raise"
+    source: str | os.PathLike,
+    format: str | None = None,
+    *,
+    on_error: str = "raise",
+    read_options: dict[str, Any] | None = None,
 ) -> Iterator[InputDocument]:
     """The documents of ``source`` with their ordinals.
 
@@ -245,7 +249,8 @@ def read_corpus(
 
     _check_on_error(on_error)
     name = (format or detect_format(source)).lower()
-    checked = read(source, name)  # opens nothing yet: checks the format and the path
+    options = dict(read_options or {})
+    checked = read(source, name, **options)  # opens nothing yet: checks the format and path
     if on_error == "raise":
         for ordinal, doc in enumerate(checked, start=1):
             yield InputDocument(ordinal, doc)
@@ -262,7 +267,8 @@ def read_corpus(
         yield from _tolerant_json_lines(source, dialect)
         return
     where = display_name(source)
-    options = {"dialect": dialect} if dialect else {}
+    if dialect:
+        options["dialect"] = dialect
     for ordinal, doc in enumerate(module.read(source, **options), start=1):
         try:
             doc.validate(where=f"{where}: document {doc.id!r}")
@@ -322,6 +328,7 @@ class _Settings:
     threshold: float
     lang: str
     on_error: str
+    read_options: dict[str, Any] = field(default_factory=dict)
 
 
 def _chunks(
@@ -567,6 +574,7 @@ def extract_corpus(
     lang: str = "en",
     on_error: str = "raise",
     workers: int = 0,
+    read_options: dict[str, Any] | None = None,
     write_options: dict[str, Any] | None = None,
     progress: Callable[[ExtractionProgress], None] | None = None,
     on_reject: Callable[[Rejection], None] | None = None,
@@ -596,7 +604,7 @@ def extract_corpus(
 
         model = load_model(model, device=resolve_device("auto"))
     place = ranks()
-    settings = _Settings(batch_size, threshold, lang, on_error)
+    settings = _Settings(batch_size, threshold, lang, on_error, dict(read_options or {}))
     stats = ExtractionStats()
     if str(output) == STDIO:
         if resume:
@@ -609,7 +617,9 @@ def extract_corpus(
                 "under torchrun every process would write to stdout",
                 hint="give an output file with -o OUT; process 0 writes it",
             )
-        items = read_corpus(source, from_format, on_error=on_error)
+        items = read_corpus(
+            source, from_format, on_error=on_error, read_options=settings.read_options
+        )
         predicted = _stream(items, model, settings, chunk_size, workers, stats, on_reject)
         report = write(predicted, STDIO, to_format or "jsonl", **(write_options or {}))
         return CorpusResult(
@@ -646,6 +656,7 @@ def extract_corpus(
             "batch-size": batch_size,
             "chunk-size": chunk_size,
             "on-error": on_error,
+            "read-options": settings.read_options,
             "write-options": dict(write_options or {}),
         },
     )
@@ -714,7 +725,9 @@ def _run_chunks(
     def todo(index: int) -> bool:
         return index not in finished and index % place.world_size == place.rank
 
-    items = read_corpus(source, from_format, on_error=settings.on_error)
+    items = read_corpus(
+        source, from_format, on_error=settings.on_error, read_options=settings.read_options
+    )
     chunks = _chunks(_watch_end(items, position), chunk_size, todo)
     prepare = _prepare_chunk(model, settings, threading.local())
     for chunk in _in_background(chunks, prepare, workers):

@@ -122,10 +122,10 @@ def test_from_and_to_override_the_suffixes(samples, tmp_path):
 
 
 def test_target_without_a_known_suffix_needs_to(samples, tmp_path):
-    result = invoke("convert", samples / "news.jsonl", tmp_path / "out.txt")
+    result = invoke("convert", samples / "news.jsonl", tmp_path / "out.data")
     assert result.exit_code == 2
-    assert "out.txt" in result.stderr and "--to" in result.stderr
-    ok = invoke("convert", samples / "news.jsonl", tmp_path / "out.txt", "-t", "conll")
+    assert "out.data" in result.stderr and "--to" in result.stderr
+    ok = invoke("convert", samples / "news.jsonl", tmp_path / "out.data", "-t", "conll")
     assert ok.exit_code == 0, ok.output
 
 

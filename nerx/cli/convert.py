@@ -8,18 +8,29 @@ import typer
 
 from nerx.cli.common import err_console, handles_errors
 
-HELP = """Convert between JSONL, CoNLL, spaCy DocBin and BRAT, streaming.
+HELP = """Convert between JSONL, CoNLL, spaCy DocBin, BRAT, Label Studio, doccano, Prodigy,
+plain text and tables (Parquet, CSV, TSV), streaming.
 
-The format comes from the suffix (.jsonl/.json, .conll/.iob/.bio, .spacy, a directory for
-BRAT), then from the content; [bold]--from[/] / [bold]--to[/] override. Use [bold]-[/] for
-stdin/stdout. The summary (on stderr) says what was read, written and what the target could
-not hold.
+The format comes from the suffix (.jsonl/.json, .conll/.iob/.bio, .spacy, .txt, .parquet,
+.csv, a directory for BRAT or for .txt files), then from the content: Label Studio, doccano
+and Prodigy share .json/.jsonl, and a .tsv is CoNLL or a table. [bold]--from[/] and
+[bold]--to[/] override. Use [bold]-[/] for stdin/stdout. The summary (on stderr) says what
+was read, written and what the target could not hold.
 
 [dim]Examples:[/]
   nerx convert eng.train train.spacy
   nerx convert conll04_train.json brat_out/ --from spert
   cat docs.jsonl | nerx convert - out.conll --from jsonl
+  nerx convert export.json train.jsonl --annotator 3       # a Label Studio export
+  nerx convert reviews.csv reviews.jsonl --text-column body --id-column review_id
 """
+
+
+TEXT_COLUMN_HELP = "Table column (or Label Studio data field) holding the text. Default: text."
+ID_COLUMN_HELP = (
+    "Table column holding the document id. Default: id if present, else the row number."
+)
+ANNOTATOR_HELP = "Label Studio export: read this annotator's annotations (user id or e-mail)."
 
 
 def register(app: typer.Typer) -> None:
@@ -38,13 +49,15 @@ def convert_command(
         None,
         "--from",
         "-f",
-        help="Input format: jsonl, conll, docbin, brat, or a JSONL dialect: spert, dygie, prodigy, gliner, genia.",
+        help="Input format: jsonl, conll, docbin, brat, labelstudio, doccano, prodigy, text, lines "
+        "(a document per line), parquet, csv, tsv, or a JSONL dialect: spert, dygie, gliner, genia.",
     ),
     to_format: str | None = typer.Option(
         None,
         "--to",
         "-t",
-        help="Output format: jsonl, conll, docbin, brat, or html (a page to look at).",
+        help="Output format: jsonl, conll, docbin, brat, labelstudio, doccano, "
+        "doccano-relations, prodigy, text, parquet, csv, tsv, or html (a page to look at).",
     ),
     scheme: str | None = typer.Option(
         None,
@@ -59,9 +72,18 @@ def convert_command(
         "--strict",
         help="BRAT input: reject discontinuous entities instead of keeping their covering span.",
     ),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help=TEXT_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
+    ),
+    id_column: str | None = typer.Option(
+        None, "--id-column", help=ID_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
+    ),
+    annotator: str | None = typer.Option(
+        None, "--annotator", help=ANNOTATOR_HELP, rich_help_panel="Tables and Label Studio"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no summary."),
 ) -> None:
-    from nerx.io import convert, detect_format
+    from nerx.io import convert, detect_format, source_options
 
     src_format = from_format or detect_format(source)
     dst_format = to_format or (
@@ -73,6 +95,11 @@ def convert_command(
         read_options = {"scheme": scheme, "sentence_docs": sentence_docs}
     if src_format == "brat":
         read_options["strict"] = strict
+    read_options.update(
+        source_options(
+            src_format, text_column=text_column, id_column=id_column, annotator=annotator
+        )
+    )
     if dst_format == "conll" and scheme:
         write_options["scheme"] = scheme
     report = convert(

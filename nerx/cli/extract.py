@@ -9,6 +9,7 @@ import time
 import typer
 
 from nerx.cli.common import _escape, err_console, fail, handles_errors
+from nerx.cli.convert import ANNOTATOR_HELP, ID_COLUMN_HELP, TEXT_COLUMN_HELP
 from nerx.journal import DEFAULT_CHUNK_SIZE
 
 HELP = """Find entities (and relations) in a corpus with a bundled or trained model.
@@ -27,6 +28,9 @@ lists the bundled models.
   nerx extract eng.testb --model models/conll --to conll -o pred.conll
   cat texts.jsonl | nerx extract - --model models/conll --to docbin -o out.spacy
   nerx extract corpus.jsonl --model models/conll -o predictions.html   # to look at
+  nerx extract notes.txt                                   # one document, or --from lines
+  nerx extract corpus.jsonl --to labelstudio -o tasks.json # pre-annotations to correct
+  nerx extract rows.parquet --text-column body -o found.parquet
 
 With -o FILE the run works in chunks recorded in a journal beside the output (OUT.nerx-run):
 killed, the same command with --resume continues it; under torchrun every process takes every
@@ -61,7 +65,8 @@ def extract_command(
         None,
         "--to",
         "-t",
-        help="Output format: jsonl, docbin, brat, conll, html. Default: from -o's suffix, else jsonl.",
+        help="Output format: jsonl, docbin, brat, conll, html, labelstudio, doccano, "
+        "doccano-relations, prodigy, parquet, csv, tsv. Default: from -o's suffix, else jsonl.",
     ),
     from_format: str | None = typer.Option(
         None, "--from", "-f", help="Input format, when detection is not enough."
@@ -72,6 +77,15 @@ def extract_command(
         0.0, min=0.0, max=1.0, help="Drop entities and relations scored below this."
     ),
     lang: str = typer.Option("en", help="Language of the spaCy tokenizer for raw text."),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help=TEXT_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
+    ),
+    id_column: str | None = typer.Option(
+        None, "--id-column", help=ID_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
+    ),
+    annotator: str | None = typer.Option(
+        None, "--annotator", help=ANNOTATOR_HELP, rich_help_panel="Tables and Label Studio"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     # Large corpora: chunks, the journal, bad documents, input preparation.
     resume: bool = typer.Option(
@@ -97,10 +111,15 @@ def extract_command(
         help="Background threads that read and prepare input. Default: 1 on a GPU, 0 on a CPU.",
     ),
 ) -> None:
+    from nerx.io import detect_format, source_options
     from nerx.models import load_model
     from nerx.pipeline import extract_corpus
     from nerx.runtime import ranks, resolve_device, sigterm_as_interrupt
 
+    source_format = from_format or detect_format(corpus)
+    read_options = source_options(
+        source_format, text_column=text_column, id_column=id_column, annotator=annotator
+    )
     place = ranks()
     resolved = resolve_device(device)
     model = load_model(model_path, device=resolved)
@@ -116,7 +135,8 @@ def extract_command(
                 output,
                 model,
                 to_format=to_format,
-                from_format=from_format,
+                from_format=source_format,
+                read_options=read_options,
                 resume=resume,
                 chunk_size=chunk_size,
                 batch_size=batch_size,

@@ -10,30 +10,53 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 from nerx.doc import Document
-from nerx.errors import FormatError, UnknownFormatError
-from nerx.io import brat, conll, docbin, html, jsonl
+from nerx.errors import ConfigError, FormatError, UnknownFormatError
+from nerx.io import brat, conll, docbin, doccano, html, jsonl, labelstudio, prodigy, table, text
 from nerx.io.base import STDIO, Report, display_name, head_text
 
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (jsonl, conll, docbin, brat, html)}
+# A format is a module (or, for the tables, an object) with NAME, SUFFIXES, sniff, read, write.
+FORMATS: dict[str, Any] = {
+    m.NAME: m
+    for m in (jsonl, conll, docbin, brat, html, labelstudio, doccano, prodigy, text, *table.FORMATS)
+}
 
 # Read-only JSONL dialects: ``--from spert`` reads with the jsonl module in that dialect.
-DIALECTS: tuple[str, ...] = tuple(jsonl.DIALECTS)
+DIALECTS: tuple[str, ...] = tuple(d for d in jsonl.DIALECTS if d not in FORMATS)
 
-__all__ = ["FORMATS", "DIALECTS", "Report", "detect_format", "read", "write", "convert"]
+# Suffixes that several formats share: the content decides, in this order of formats.
+_BY_CONTENT: dict[str, tuple[Any, ...]] = {
+    **dict.fromkeys(jsonl.SUFFIXES, (labelstudio, doccano, prodigy)),
+    ".tsv": (conll, table.TSV),
+}
+
+__all__ = [
+    "FORMATS",
+    "DIALECTS",
+    "Report",
+    "detect_format",
+    "source_options",
+    "read",
+    "write",
+    "convert",
+]
 
 
 def _choices() -> str:
-    return ", ".join([*FORMATS, *DIALECTS])
+    return ", ".join([*FORMATS, text.LINES, doccano.RELATION_PROJECT, *DIALECTS])
 
 
-def _resolve(name: str) -> tuple[ModuleType, dict]:
+def _resolve(name: str) -> tuple[Any, dict]:
     """Map a format or dialect name to its module and the options that select the dialect."""
     key = name.lower()
     if key in FORMATS:
         return FORMATS[key], {}
+    if key == text.LINES:
+        return text, {"lines": True}
+    if key == doccano.RELATION_PROJECT:
+        return doccano, {"relations": True}
     if key in DIALECTS:
         return jsonl, {"dialect": key}
     raise UnknownFormatError(f"unknown format {name!r}", hint=f"choose one of: {_choices()}")
@@ -42,18 +65,27 @@ def _resolve(name: str) -> tuple[ModuleType, dict]:
 def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
     """Name of the format of ``path``: by suffix first, then by sniffing its content.
 
-    A directory (or a target without suffix, when writing) is BRAT.
+    A directory (or a target without suffix, when writing) is BRAT, unless it holds .txt files
+    and no .ann file (plain text, one document per file).
     """
     p = Path(path)
     if str(path) == STDIO:
         return "jsonl"
     suffix = p.suffix.lower()
+    if suffix == ".txt" and p.with_suffix(".ann").is_file():
+        return "brat"
+    if not for_writing and suffix in _BY_CONTENT and p.is_file():
+        # A first record can be long (a whole article); a megabyte of it holds its keys.
+        head = head_text(p, 1 << 20)
+        for module in _BY_CONTENT[suffix]:
+            if module.sniff(head):
+                return module.NAME
     for name, module in FORMATS.items():
         if suffix in module.SUFFIXES:
             return name
+    if not for_writing and text.is_text_folder(p):
+        return text.NAME
     if p.is_dir() or (for_writing and not suffix):
-        return "brat"
-    if suffix == ".txt" and p.with_suffix(".ann").is_file():
         return "brat"
     if not for_writing and p.is_file():
         head = head_text(p)
@@ -73,6 +105,28 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
         f"cannot tell the format of {display_name(path)!r} from its suffix or content",
         hint=f"name it with --from/--to, one of: {_choices()}",
     )
+
+
+def source_options(format: str, **given: Any) -> dict[str, Any]:
+    """The read options among ``given`` (None: not given) that ``format`` takes.
+
+    A given option the format does not take is a ConfigError, so ``--text-column`` on a CoNLL
+    file says so instead of being ignored.
+    """
+    module, _ = _resolve(format)
+    accepted = getattr(module, "READ_OPTIONS", ())
+    chosen = {k: v for k, v in given.items() if v is not None}
+    unknown = [k for k in chosen if k not in accepted]
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        takers = [
+            n for n, m in FORMATS.items() if set(unknown) <= set(getattr(m, "READ_OPTIONS", ()))
+        ]
+        raise ConfigError(
+            f"{flags} does not apply to {format} input",
+            hint=f"it applies to: {', '.join(takers)}" if takers else None,
+        )
+    return chosen
 
 
 def read(
@@ -117,13 +171,13 @@ def write(
 ) -> Report:
     """Write documents to ``target``; return the report of what was written and lost."""
     name = format or detect_format(target, for_writing=True)
-    module, _ = _resolve(name)
+    module, variant = _resolve(name)
     if module is jsonl and name.lower() in DIALECTS:
         raise UnknownFormatError(
             f"{name!r} is a read-only dialect", hint="write native JSONL with --to jsonl"
         )
     report = report if report is not None else Report()
-    module.write(docs, target, report=report, **options)
+    module.write(docs, target, report=report, **variant, **options)
     return report
 
 
