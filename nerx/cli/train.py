@@ -33,8 +33,9 @@ def train_command(
     dev_split: float | None = typer.Option(
         None,
         "--dev-split",
+        metavar="FRACTION",
         help="Without --dev: the fraction of TRAIN held out as dev, chosen by --seed "
-        "[default: 0.1].",
+        "(default 0.1).",
     ),
     kind: str = typer.Option(
         "spandec",
