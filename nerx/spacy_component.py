@@ -35,6 +35,7 @@ from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc
 
 from nerx.doc import Document
+from nerx.errors import ConfigError
 from nerx.spacy_ext import annotate, plain_document, register_extensions
 
 #: Written by ``to_disk``: where the model came from; the model itself goes in ``model/``.
@@ -84,6 +85,11 @@ class NerxComponent:
         threshold: float = 0.0,
         device: str = "auto",
     ) -> None:
+        if batch_size < 1 or buffer_size < 0:
+            raise ConfigError(
+                f"the nerx component got batch_size={batch_size}, buffer_size={buffer_size}",
+                hint="batch_size is at least 1; buffer_size is 0 (the default) or more",
+            )
         self.name = name
         self.source = model
         self.batch_size = batch_size  # windows per forward pass, as `nerx extract --batch-size`

@@ -12,7 +12,7 @@ import spacy
 from spacy.pipeline import Sentencizer
 
 from nerx.doc import Document
-from nerx.errors import ModelError
+from nerx.errors import ConfigError, ModelError
 from nerx.io import read
 from nerx.models import load_model
 from nerx.pipeline import extract
@@ -191,3 +191,9 @@ def test_sentences_are_the_sentencizers_without_touching_the_doc():
     assert len(document.sentences) == 4
     assert document.tokens == from_spacy(split, "1").tokens
     assert (document.entities, document.relations, document.text) == ([], [], text)
+
+
+@pytest.mark.parametrize("config", [{"batch_size": 0}, {"buffer_size": -1}])
+def test_bad_batching_options_are_config_errors(config):
+    with pytest.raises(ConfigError, match="batch_size"):
+        spacy.blank("en").add_pipe("nerx", config=config)
