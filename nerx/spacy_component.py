@@ -10,9 +10,16 @@ imported first. Every ``spacy.Language`` imports this module when it is created,
 light: torch and the model load on first use, not on import.
 
 The model runs on the Doc's own tokens (whitespace tokens left out), with the Doc's sentences
-when a component before it set them and a sentencizer's otherwise. It sets ``doc.ents`` (the
-largest non-overlapping subset), ``doc.spans["nerx"]`` (every entity, scores in
-``.attrs["scores"]``) and ``doc._.relations`` (``head``/``tail`` index ``doc.spans["nerx"]``).
+when a component before it set them and a sentencizer's otherwise (predicted, not written:
+the Doc keeps the sentence state it had). It sets ``doc.ents`` (the largest non-overlapping
+subset), ``doc.spans["nerx"]`` (every entity, scores in ``.attrs["scores"]``) and
+``doc._.relations`` (``head``/``tail`` index ``doc.spans["nerx"]``).
+
+Docs are run the way ``nerx extract`` runs documents: the component holds ``buffer_size``
+Docs (default ``16 * batch_size``, at least 64, and at least ``nlp.pipe``'s ``batch_size``),
+sorts their windows by length across the whole buffer and runs ``batch_size`` windows per
+forward pass, so short and long texts do not share padded batches. Docs come out in input
+order.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc
 
 from nerx.doc import Document
-from nerx.spacy_ext import annotate, from_spacy, register_extensions
+from nerx.errors import ConfigError
+from nerx.spacy_ext import annotate, plain_document, register_extensions
 
 #: Written by ``to_disk``: where the model came from; the model itself goes in ``model/``.
 SOURCE_NAME = "nerx_source.json"
@@ -37,12 +45,31 @@ MODEL_DIR = "model"
 
 @Language.factory(
     "nerx",
-    default_config={"model": "news-ner", "batch_size": 32, "threshold": 0.0, "device": "auto"},
+    default_config={
+        "model": "news-ner",
+        "batch_size": 32,
+        "buffer_size": 0,
+        "threshold": 0.0,
+        "device": "auto",
+    },
 )
 def make_nerx(
-    nlp: Language, name: str, model: str, batch_size: int, threshold: float, device: str
+    nlp: Language,
+    name: str,
+    model: str,
+    batch_size: int,
+    threshold: float,
+    device: str,
+    buffer_size: int = 0,  # a default, so pipelines saved before the option existed load
 ) -> NerxComponent:
-    return NerxComponent(name, model, batch_size=batch_size, threshold=threshold, device=device)
+    return NerxComponent(
+        name,
+        model,
+        batch_size=batch_size,
+        buffer_size=buffer_size,
+        threshold=threshold,
+        device=device,
+    )
 
 
 class NerxComponent:
@@ -54,12 +81,19 @@ class NerxComponent:
         model: str,
         *,
         batch_size: int = 32,
+        buffer_size: int = 0,
         threshold: float = 0.0,
         device: str = "auto",
     ) -> None:
+        if batch_size < 1 or buffer_size < 0:
+            raise ConfigError(
+                f"the nerx component got batch_size={batch_size}, buffer_size={buffer_size}",
+                hint="batch_size is at least 1; buffer_size is 0 (the default) or more",
+            )
         self.name = name
         self.source = model
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # windows per forward pass, as `nerx extract --batch-size`
+        self.buffer_size = buffer_size or max(16 * batch_size, 64)  # as nerx.pipeline.extract
         self.threshold = threshold
         self.device = device
         self._model = None
@@ -85,25 +119,29 @@ class NerxComponent:
         return next(self.pipe([doc]))
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
+        """Annotate ``stream`` in input order. ``batch_size`` is ``nlp.pipe``'s: the fewest
+        Docs to hold at a time; the forward passes take the component's own ``batch_size``."""
         from nerx.pipeline import predict_documents
 
-        size = batch_size or self.batch_size
+        size = max(batch_size or 0, self.buffer_size)
         stream = iter(stream)
         while chunk := list(islice(stream, size)):
-            documents = [self._as_document(doc, i) for i, doc in enumerate(chunk)]
+            documents = self._as_documents(chunk)
             predicted = predict_documents(
-                self.nerx_model, documents, batch_size=size, threshold=self.threshold
+                self.nerx_model, documents, batch_size=self.batch_size, threshold=self.threshold
             )
             for doc, document in zip(chunk, predicted, strict=True):
                 annotate(doc, document)
                 yield doc
 
-    def _as_document(self, doc: Doc, ordinal: int) -> Document:
-        # Sentences from a copy, so the caller's Doc keeps whatever sentence state it had.
-        sentenced = doc if doc.has_annotation("SENT_START") else self._sentencizer(doc.copy())
-        document = from_spacy(sentenced, str(ordinal + 1))
-        document.entities, document.relations = [], []
-        return document
+    def _as_documents(self, docs: list[Doc]) -> list[Document]:
+        # The sentencizer predicts without writing, so a Doc keeps the sentence state it had.
+        unsplit = [doc for doc in docs if not doc.has_annotation("SENT_START")]
+        guesses = dict(zip(map(id, unsplit), self._sentencizer.predict(unsplit), strict=True))
+        return [
+            plain_document(doc, str(i + 1), sent_starts=guesses.get(id(doc)))
+            for i, doc in enumerate(docs)
+        ]
 
     # ------------------------------------------------------------------ serialisation
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:

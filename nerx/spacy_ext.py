@@ -35,6 +35,7 @@ __all__ = [
     "register_extensions",
     "to_spacy",
     "from_spacy",
+    "plain_document",
     "annotate",
     "document_order",
 ]
@@ -176,6 +177,22 @@ def from_spacy(spacy_doc: Doc, default_id: str, *, where: str | None = None) -> 
         relations=_relations(data.get(RELATIONS_KEY), where or f"document {doc_id!r}"),
         meta=meta if isinstance(meta, dict) else {},
     )
+
+
+def plain_document(
+    spacy_doc: Doc, doc_id: str, *, sent_starts: Sequence[bool] | None = None
+) -> Document:
+    """What a model reads from a spaCy ``Doc``: its text, word tokens and sentences, with no
+    entities, relations or meta. The sentences are the Doc's own, or those that
+    ``sent_starts`` (one flag per spaCy token, as ``Sentencizer.predict`` gives) marks."""
+    tokens, before = _tokens(spacy_doc)
+    if sent_starts is None:
+        sentences = _sentences(spacy_doc, before)
+    else:
+        firsts = [i for i, first in enumerate(sent_starts) if first or i == 0]
+        spans = ((before[s], before[e]) for s, e in pairwise([*firsts, len(spacy_doc)]))
+        sentences = [(first, end) for first, end in spans if first < end]
+    return Document(id=doc_id, text=spacy_doc.text, tokens=tokens, sentences=sentences)
 
 
 def _tokens(spacy_doc: Doc) -> tuple[list[tuple[int, int]], list[int]]:

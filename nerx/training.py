@@ -79,6 +79,52 @@ class TrainResult:
     calibration: dict[str, Any]
 
 
+@dataclass
+class DevSplit:
+    """Which training documents were held out as dev; saved in the model's config.json."""
+
+    fraction: float
+    seed: int
+    train_documents: int
+    dev_documents: int
+    #: Positions in the training data as given (0-based), and the ids of those documents.
+    dev_indices: list[int]
+    dev_ids: list[str]
+
+
+def split_dev(
+    docs: Sequence[Document], fraction: float = 0.1, seed: int = 13
+) -> tuple[list[Document], list[Document], DevSplit]:
+    """Hold out ``fraction`` of ``docs`` (rounded, at least one) as dev, chosen by ``seed``:
+    the same documents, the same seed, the same split. Both parts keep the input order."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(
+            f"the dev split is {fraction}; it is the fraction of training documents held out",
+            hint="use a value between 0 and 1, such as 0.1",
+        )
+    count = len(docs)
+    held = max(1, int(count * fraction + 0.5))
+    if count - held < 1:
+        raise ConfigError(
+            f"the training data has {count} document{'s' if count != 1 else ''}, too few to "
+            f"hold out a dev part and still train on something",
+            hint="give a dev file with --dev, or (CoNLL) --sentence-docs to make every "
+            "sentence a document",
+        )
+    chosen = sorted(random.Random(seed).sample(range(count), held))
+    held_out = set(chosen)
+    split = DevSplit(
+        fraction=fraction,
+        seed=seed,
+        train_documents=count - held,
+        dev_documents=held,
+        dev_indices=chosen,
+        dev_ids=[docs[i].id for i in chosen],
+    )
+    train_part = [doc for i, doc in enumerate(docs) if i not in held_out]
+    return train_part, [docs[i] for i in chosen], split
+
+
 def data_profile(docs: Sequence[Document]) -> dict[str, Any]:
     """Labels and shape of the training data: entity and relation labels, whether entities
     nest or overlap, and the longest entity in words."""
@@ -111,8 +157,12 @@ def train(
     resume: bool = False,
     on_step: Callable[[Progress], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    dev_split: DevSplit | None = None,
 ) -> TrainResult:
-    """Fine-tune a ``kind`` model on ``encoder``; save the best epoch (by dev F1) to ``output``."""
+    """Fine-tune a ``kind`` model on ``encoder``; save the best epoch (by dev F1) to ``output``.
+
+    ``dev_split`` says that ``dev_docs`` were held out of the training data
+    (:func:`split_dev`); the model's config records it."""
     settings = settings or TrainSettings()
     output = Path(output)
     _seed(settings.seed)
@@ -140,6 +190,8 @@ def train(
         hyper={"nested": profile["nested"], **settings.hyper},
         training={**asdict(settings), "train_documents": len(train_docs)},
     )
+    if dev_split is not None:
+        config.training["dev_split"] = asdict(dev_split)
     model = model_class(kind).create(config).to(device)
     examples = [ex for i, doc in enumerate(train_docs) for ex in model.prepare(doc, i, gold=True)]
     learned = model.learn_from_data(examples)  # deterministic, so a resumed run agrees

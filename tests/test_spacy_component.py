@@ -9,11 +9,14 @@ import sys
 
 import pytest
 import spacy
+from spacy.pipeline import Sentencizer
 
-from nerx.errors import ModelError
+from nerx.doc import Document
+from nerx.errors import ConfigError, ModelError
 from nerx.io import read
 from nerx.models import load_model
 from nerx.pipeline import extract
+from nerx.spacy_ext import from_spacy, plain_document
 from tests.conftest import SAMPLES
 
 NEWS = SAMPLES / "news.jsonl"
@@ -134,3 +137,63 @@ def test_default_component_runs_the_bundled_model_and_saves_it_compact(tmp_path)
     assert [(e.start_char, e.end_char, e.label_) for e in again.ents] == [
         (e.start_char, e.end_char, e.label_) for e in doc.ents
     ]
+
+
+def recorded_batches(model, monkeypatch) -> list[tuple[int, ...]]:
+    """Every batch ``model`` collates from now on, as the lengths of its windows."""
+    seen: list[tuple[int, ...]] = []
+    collate = model.collate
+
+    def recording(examples):
+        seen.append(tuple(len(example.input_ids) for example in examples))
+        return collate(examples)
+
+    monkeypatch.setattr(model, "collate", recording)
+    return seen
+
+
+def test_the_model_sees_the_batches_nerx_extract_builds(model_dir, monkeypatch):
+    # Texts of very different lengths, two per nlp.pipe batch: sorted within each of those
+    # batches, every forward pass would pad a short text to a long one.
+    words = " ".join(texts()).split()
+    varied = [" ".join(words[:n]) + "." for n in (3, 40, 5, 36, 2, 44, 7, 30, 4, 38)]
+    nlp = spacy.blank("en")
+    config = {"model": str(model_dir), "device": "cpu", "batch_size": 2}
+    component = nlp.add_pipe("nerx", config=config)
+    model = component.nerx_model
+    seen = recorded_batches(model, monkeypatch)
+
+    expected = [rows(doc) for doc in nlp.pipe(varied, batch_size=2)]
+    through_spacy = list(seen)
+    seen.clear()
+    raw = (Document(str(i), text) for i, text in enumerate(varied))
+    got = [
+        [(e.start, e.end, e.label) for e in doc.entities]
+        for doc in extract(raw, model, batch_size=2)
+    ]
+
+    assert through_spacy == seen
+    assert len(seen) == len(varied) // 2 and all(len(batch) == 2 for batch in seen)
+    assert [max(batch) for batch in seen] == sorted(max(batch) for batch in seen)
+    assert got == expected
+
+
+def test_sentences_are_the_sentencizers_without_touching_the_doc():
+    nlp = spacy.blank("en")
+    text = "Maria Keller works in Oslo.  She met Jon!\n\nThey left. Then"
+    doc = nlp(text)
+    flags = Sentencizer().predict([doc])[0]
+    document = plain_document(doc, "1", sent_starts=flags)
+    assert not doc.has_annotation("SENT_START")
+
+    split = Sentencizer()(nlp(text))
+    assert document.sentences == from_spacy(split, "1").sentences
+    assert len(document.sentences) == 4
+    assert document.tokens == from_spacy(split, "1").tokens
+    assert (document.entities, document.relations, document.text) == ([], [], text)
+
+
+@pytest.mark.parametrize("config", [{"batch_size": 0}, {"buffer_size": -1}])
+def test_bad_batching_options_are_config_errors(config):
+    with pytest.raises(ConfigError, match="batch_size"):
+        spacy.blank("en").add_pipe("nerx", config=config)

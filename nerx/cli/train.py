@@ -1,4 +1,4 @@
-"""``nerx train TRAIN --dev DEV --model KIND``: fine-tune a span model, save the best epoch."""
+"""``nerx train TRAIN [--dev DEV] --model KIND``: fine-tune a span model, save the best epoch."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ HELP = """Fine-tune a span model on an encoder and save it as a model directory.
 
 Reads any format nerx reads; labels come from the training data. Scores dev every epoch with
 the metric of [bold]nerx eval[/], keeps the best epoch, stops early, logs metrics.jsonl.
+Without --dev, a fraction of TRAIN (--dev-split, default 0.1, chosen by --seed) is held out
+as dev; config.json records which documents.
 
 [dim]Examples:[/]
   nerx train eng.train --dev eng.testa --model spandec --output models/conll
+  nerx train annotated.jsonl --dev-split 0.2 --output models/mine
   nerx train train.jsonl --dev dev.jsonl --model token --encoder bert-base-cased --epochs 5
 """
 
@@ -24,7 +27,16 @@ def register(app: typer.Typer) -> None:
 @handles_errors
 def train_command(
     train_path: str = typer.Argument(..., metavar="TRAIN", help="Training data (any format)."),
-    dev_path: str = typer.Option(..., "--dev", help="Dev data, scored every epoch."),
+    dev_path: str | None = typer.Option(
+        None, "--dev", help="Dev data, scored every epoch (default: part of TRAIN, --dev-split)."
+    ),
+    dev_split: float | None = typer.Option(
+        None,
+        "--dev-split",
+        metavar="FRACTION",
+        help="Without --dev: the fraction of TRAIN held out as dev, chosen by --seed "
+        "(default 0.1).",
+    ),
     kind: str = typer.Option(
         "spandec",
         "--model",
@@ -89,11 +101,18 @@ def train_command(
     ),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUTPUT."),
 ) -> None:
+    from nerx.errors import ConfigError
     from nerx.io import detect_format, read
     from nerx.models import model_class
-    from nerx.training import TrainSettings, train
+    from nerx.training import TrainSettings, split_dev, train
 
     model_class(kind)  # an unknown kind fails before any data is read
+    if dev_path is not None and dev_split is not None:
+        raise ConfigError(
+            "--dev-split holds out part of TRAIN as dev when there is no --dev; "
+            "with --dev it would do nothing",
+            hint="give either --dev DEV or --dev-split FRACTION",
+        )
 
     def load(path: str) -> list:
         name = from_format or detect_format(path)
@@ -103,7 +122,12 @@ def train_command(
     train_docs = load(train_path)
     if limit:
         train_docs = train_docs[:limit]
-    dev_docs = load(dev_path)
+    held_out = None
+    if dev_path is None:
+        fraction = 0.1 if dev_split is None else dev_split
+        train_docs, dev_docs, held_out = split_dev(train_docs, fraction, seed)
+    else:
+        dev_docs = load(dev_path)
     settings = TrainSettings(
         epochs=epochs,
         batch_size=batch_size,
@@ -120,9 +144,15 @@ def train_command(
         hyper=parse_settings(model_settings or []),
         symmetric_relations=list(symmetric or []),
     )
+    dev_note = (
+        f"dev {len(dev_docs)} documents held out of it (--dev-split {held_out.fraction}, "
+        f"seed {seed})"
+        if held_out
+        else f"dev {len(dev_docs)} documents"
+    )
     err_console.print(
         f"training [bold]{kind}[/] on {len(train_docs)} documents ({train_path}), "
-        f"dev {len(dev_docs)} documents, encoder {encoder}"
+        f"{dev_note}, encoder {encoder}"
     )
     with _TrainingProgress() as progress:
         result = train(
@@ -135,6 +165,7 @@ def train_command(
             resume=resume,
             on_step=progress.step,
             on_epoch=progress.epoch,
+            dev_split=held_out,
         )
     err_console.print(
         f"[green]best dev F1 {result.best_score:.2f}[/] at epoch {result.best_epoch}; "
