@@ -22,8 +22,8 @@ forward pass, so short and long texts do not share padded batches. Docs come out
 order.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: spaCy validates a factory's arguments from its
+# annotations, and some spaCy 3.8 releases cannot resolve them when they are strings.
 import json
 import shutil
 from collections.abc import Iterable, Iterator
@@ -61,7 +61,7 @@ def make_nerx(
     threshold: float,
     device: str,
     buffer_size: int = 0,  # a default, so pipelines saved before the option existed load
-) -> NerxComponent:
+) -> "NerxComponent":
     return NerxComponent(
         name,
         model,
@@ -157,7 +157,7 @@ class NerxComponent:
         save_model(model, path / MODEL_DIR, rank=model.config.weights.get("rank"))
         (path / SOURCE_NAME).write_text(json.dumps({"model": self.source}), encoding="utf-8")
 
-    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> NerxComponent:
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> "NerxComponent":
         path = Path(path)
         if (path / MODEL_DIR).is_dir():
             self._model_dir = path / MODEL_DIR
