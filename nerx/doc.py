@@ -198,11 +198,41 @@ def maximal_non_overlapping(entities: Sequence[Entity]) -> list[int]:
     return sorted(taken, key=lambda i: (entities[i].start, entities[i].end))
 
 
-class TextPreparer:
-    """Gives raw-text documents word tokens and sentences with a spaCy blank pipeline."""
+#: Raw text longer than this is tokenised in pieces cut at line breaks (else at spaces), so
+#: memory grows linearly with the text and spaCy's ``max_length`` (1,000,000) never applies.
+PIECE_CHARS = 100_000
 
-    def __init__(self, lang: str = "en") -> None:
+
+def text_pieces(text: str, size: int = PIECE_CHARS) -> list[tuple[int, int]]:
+    """``[start, end)`` pieces of at most ``size`` characters covering ``text``, each cut
+    after the last line break in its second half, else after the last whitespace, else at
+    ``size`` (a run of ``size`` characters without a space)."""
+    pieces = []
+    start, n = 0, len(text)
+    while n - start > size:
+        limit = start + size
+        cut = text.rfind("\n", start + size // 2, limit)
+        if cut < 0:
+            cut = next(
+                (i for i in range(limit - 1, start + size // 2 - 1, -1) if text[i].isspace()),
+                limit - 1,
+            )
+        pieces.append((start, cut + 1))
+        start = cut + 1
+    pieces.append((start, n))
+    return pieces
+
+
+class TextPreparer:
+    """Gives raw-text documents word tokens and sentences with a spaCy blank pipeline.
+
+    Text of any length is accepted: a long text is tokenised in pieces (:func:`text_pieces`),
+    so a piece boundary, on a line break where there is one, also ends a sentence.
+    """
+
+    def __init__(self, lang: str = "en", piece_chars: int = PIECE_CHARS) -> None:
         self.lang = lang
+        self.piece_chars = piece_chars
         self._nlp = None
 
     def __call__(self, docs: Sequence[Document]) -> None:
@@ -210,15 +240,23 @@ class TextPreparer:
         if not raw:
             return
         nlp = self._pipeline()
-        for doc, parsed in zip(raw, nlp.pipe(doc.text for doc in raw), strict=True):
-            doc.tokens = [(t.idx, t.idx + len(t.text)) for t in parsed if not t.is_space]
-            index = {t.i: k for k, t in enumerate(t for t in parsed if not t.is_space)}
-            sentences = []
+        jobs = [
+            (doc, start, doc.text[start:end])
+            for doc in raw
+            for start, end in text_pieces(doc.text, self.piece_chars)
+        ]
+        for doc in raw:
+            doc.tokens, doc.sentences = [], []
+        parsed_pieces = nlp.pipe(text for _, _, text in jobs)
+        for (doc, offset, _), parsed in zip(jobs, parsed_pieces, strict=True):
+            words = [t for t in parsed if not t.is_space]
+            first = len(doc.tokens)
+            doc.tokens.extend((offset + t.idx, offset + t.idx + len(t.text)) for t in words)
+            index = {t.i: first + k for k, t in enumerate(words)}
             for sent in parsed.sents:
-                words = [index[t.i] for t in sent if t.i in index]
-                if words:
-                    sentences.append((words[0], words[-1] + 1))
-            doc.sentences = sentences
+                inside = [index[t.i] for t in sent if t.i in index]
+                if inside:
+                    doc.sentences.append((inside[0], inside[-1] + 1))
 
     def _pipeline(self):
         if self._nlp is None:

@@ -590,7 +590,7 @@ def extract_corpus(
     once it is on disk.
     """
     from nerx.io import detect_format, write
-    from nerx.io.base import STDIO
+    from nerx.io.base import STDIO, is_stream_target
     from nerx.journal import Journal, RunKey, input_fingerprint, model_fingerprint
 
     _check_on_error(on_error)
@@ -606,22 +606,24 @@ def extract_corpus(
     place = ranks()
     settings = _Settings(batch_size, threshold, lang, on_error, dict(read_options or {}))
     stats = ExtractionStats()
-    if str(output) == STDIO:
+    if str(output) == STDIO or is_stream_target(output):
+        # stdout, /dev/null or a FIFO: written as it comes, with no journal beside it.
+        shown = "stdout" if str(output) == STDIO else str(output)
         if resume:
             raise ConfigError(
-                "--resume needs an output file: stdout cannot be continued",
+                f"--resume needs an output file: {shown} cannot be continued",
                 hint="write to a file with -o OUT",
             )
         if place.distributed:
             raise ConfigError(
-                "under torchrun every process would write to stdout",
+                f"under torchrun every process would write to {shown}",
                 hint="give an output file with -o OUT; process 0 writes it",
             )
         items = read_corpus(
             source, from_format, on_error=on_error, read_options=settings.read_options
         )
         predicted = _stream(items, model, settings, chunk_size, workers, stats, on_reject)
-        report = write(predicted, STDIO, to_format or "jsonl", **(write_options or {}))
+        report = write(predicted, output, to_format or "jsonl", **(write_options or {}))
         return CorpusResult(
             stats=stats,
             documents=stats.documents,

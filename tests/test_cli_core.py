@@ -88,7 +88,8 @@ def test_convert_to_conll_summarises_on_stderr(samples, tmp_path):
     assert lost["nested or overlapping entities (CoNLL keeps the outermost)"] == nested
     assert lost["relations (CoNLL holds none)"] == relations
     assert lost["document ids (CoNLL holds none)"] == docs
-    assert len(lost) == 3
+    assert lost["documents' spacing (CoNLL joins words with single spaces)"] == docs
+    assert len(lost) == 4
     assert sum(len(d.entities) for d in nerx.read(out)) == entities - nested
 
 
@@ -194,9 +195,9 @@ def invalid_utf8(tmp: Path):
     return [path, tmp / "out.conll"], f"{path}:2"
 
 
-def empty_file(tmp: Path):
+def empty_file_under_strict(tmp: Path):
     path = write(tmp / "empty.jsonl", b"")
-    return [path, tmp / "out.conll"], str(path)
+    return [path, tmp / "out.conll", "--strict"], str(path)
 
 
 def empty_file_without_suffix(tmp: Path):
@@ -231,7 +232,7 @@ ERRORS = {
     "I- after O under bioes": i_after_o("bioes"),
     "BRAT offset that does not match the text": brat_offset_mismatch,
     "invalid UTF-8": invalid_utf8,
-    "empty file": empty_file,
+    "empty file under --strict": empty_file_under_strict,
     "empty file without suffix": empty_file_without_suffix,
     "unknown input format": unknown_input_format,
     "unknown output format": unknown_output_format,

@@ -174,14 +174,14 @@ def test_train_records_symmetric_relations_and_model_settings(runner, tiny_encod
         "--set",
         "dropout=0.25",
         "--set",
-        "note=plain text",
+        "nested=false",
         "-o",
         str(out),
     )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["symmetric_relations"] == ["Located_In"]
-    assert config["hyper"]["dropout"] == 0.25 and config["hyper"]["note"] == "plain text"
+    assert config["hyper"]["dropout"] == 0.25 and config["hyper"]["nested"] is False
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ def test_discontinuous_entity_kept_as_covering_span_with_a_note(tmp_path):
     ann = _pair(tmp_path, "disc", "left and right lungs", "T1\tOrgan 0 4;15 20\tleft lungs\n")
     doc, report = _read_one(ann)
     assert doc.entities == [Entity(0, 20, "Organ")]
-    assert report.notes["discontinuous entities kept as their covering span"] == 1
+    assert report.notes[brat.NOTE_DISCONTINUOUS] == 1
     with pytest.raises(FormatError, match="discontinuous") as err:
         list(brat.read(ann, strict=True))
     assert err.value.where == f"{ann}:1"
@@ -133,7 +133,7 @@ def test_entity_across_a_line_break_written_as_fragments_and_read_back(tmp_path,
     assert report.notes["entities crossing a line break written as fragments that skip it"] == 1
     back, read_report = _read_one(tmp_path / "ny.ann", strict=True)
     assert back.entities == [Entity(0, end, "LOC")]
-    assert not read_report.notes["discontinuous entities kept as their covering span"]
+    assert not read_report.notes[brat.NOTE_DISCONTINUOUS]
 
 
 def test_line_breaks_at_entity_edges_trimmed_or_lost_and_counted(tmp_path):

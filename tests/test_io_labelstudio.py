@@ -287,3 +287,12 @@ def test_the_json_min_export_reads_too(tmp_path):
     (doc,) = nerx.read(path)
     assert (doc.id, doc.text, doc.meta) == ("5", TEXT, {"source": "letters"})
     assert [(e.start, e.end, e.label) for e in doc.entities] == [(0, 12, "PER"), (36, 42, "LOC")]
+
+
+def test_words_data_and_predictions_in_a_text_are_not_label_studio_keys():
+    from nerx.io import labelstudio
+
+    dygie = '{"doc_key": "x", "sentences": [["the", "data", ",", "predictions", "[", "and"]]}'
+    assert not labelstudio.sniff(dygie)
+    assert not labelstudio.sniff('{"tokens": ["data", ":", "{", "predictions", ":", "["]}')
+    assert labelstudio.sniff('[{"id": 1, "data": {"text": "a"}, "annotations": []}]')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -32,19 +33,29 @@ def handles_errors(func: F) -> F:
             return func(*args, **kwargs)
         except NerxError as exc:
             raise fail(_escape(str(exc)), exc.exit_code) from None
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-            # Some libraries raise these with neither a file name nor an OS message.
-            detail = exc.strerror or str(exc) or type(exc).__name__
-            message = f"{exc.filename}: {detail}" if exc.filename else detail
-            raise fail(_escape(message)) from None
         except BrokenPipeError:
             # A downstream `head` closed the pipe: stop quietly like any Unix filter.
             sys.stderr.close()
             raise typer.Exit(0) from None
+        except OSError as exc:
+            # The one boundary for the OS: a full disk, a read-only mount, a missing or
+            # unreadable file... The writers have already removed any partial output.
+            raise fail(_escape(os_error_message(exc))) from None
         except KeyboardInterrupt:
             raise fail("interrupted; no output file was left half-written", 130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def os_error_message(exc: OSError) -> str:
+    """``path: what the OS said`` (the writers name the path the user gave)."""
+    # Some libraries raise these with neither a file name nor an OS message.
+    detail = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        detail += "; free some space and run again"
+    elif exc.errno == errno.EROFS:
+        detail += "; write somewhere else"
+    return f"{exc.filename}: {detail}" if exc.filename else detail
 
 
 def _escape(text: str) -> str:

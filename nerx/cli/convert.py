@@ -70,7 +70,8 @@ def convert_command(
     strict: bool = typer.Option(
         False,
         "--strict",
-        help="BRAT input: reject discontinuous entities instead of keeping their covering span.",
+        help="Fail instead of warning: on an input with no documents, and on a discontinuous "
+        "BRAT entity (else kept as its covering span, or as it was when writing BRAT).",
     ),
     text_column: str | None = typer.Option(
         None, "--text-column", help=TEXT_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
@@ -109,8 +110,11 @@ def convert_command(
         to_format=dst_format,
         read_options=read_options,
         write_options=write_options,
+        require_documents=strict,
     )
-    if not quiet:
+    if quiet:
+        print_warnings(report)
+    else:
         print_report(
             report,
             f"{src_format} -> {dst_format}",
@@ -136,7 +140,13 @@ def print_report(report, title: str, target: str) -> None:
         str(report.relations_written),
     )
     err_console.print(table)
+    print_warnings(report)
     for reason, count in sorted(report.lost.items()):
         err_console.print(f"[yellow]not kept:[/] {count} {reason}")
     for reason, count in sorted(report.notes.items()):
         err_console.print(f"[cyan]note:[/] {count} {reason}")
+
+
+def print_warnings(report) -> None:
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning} (--strict makes this an error)")

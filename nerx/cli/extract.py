@@ -145,7 +145,7 @@ def extract_command(
                 on_error=on_error,
                 workers=workers,
                 progress=progress,
-                on_reject=rejections if output == "-" else None,
+                on_reject=rejections if _streamed(output) else None,
             )
     except KeyboardInterrupt as exc:
         raise _interrupted(exc, output, resume) from None
@@ -266,5 +266,14 @@ def _summary(result, rejections) -> None:
             place = f"line {rejection.line}" if rejection.line else f"document {rejection.ordinal}"
             err_console.print(f"[yellow]  {place}:[/] {_escape(rejection.reason)}")
     report = result.report
+    if not result.documents:
+        err_console.print("[yellow]warning:[/] the input holds no documents")
     for reason, count in sorted(report.lost.items()):
         err_console.print(f"[yellow]not kept by the output format:[/] {count} {reason}")
+
+
+def _streamed(output: str) -> bool:
+    """stdout, /dev/null or a FIFO: written as it comes, with no rejected file beside it."""
+    from nerx.io.base import STDIO, is_stream_target
+
+    return output == STDIO or is_stream_target(output)

@@ -97,7 +97,7 @@ def train_command(
         "--set",
         metavar="KEY=VALUE",
         help="A model setting KEY=VALUE (JSON value), repeatable: e.g. --set omega=4 "
-        "--set dropout=0.2. The settings of each kind are listed in its documentation.",
+        "--set dropout=0.2. A wrong name or value is an error that lists the kind's settings.",
     ),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUTPUT."),
 ) -> None:
@@ -141,7 +141,7 @@ def train_command(
         patience=patience,
         seed=seed,
         device=device,
-        hyper=parse_settings(model_settings or []),
+        hyper=parse_settings(model_settings or [], kind),
         symmetric_relations=list(symmetric or []),
     )
     dev_note = (
@@ -215,11 +215,13 @@ class _TrainingProgress:
         return self._bar.__exit__(*exc)
 
 
-def parse_settings(items: list[str]) -> dict:
-    """``KEY=VALUE`` pairs; a value is read as JSON (numbers, booleans, lists), else text."""
+def parse_settings(items: list[str], kind: str | None = None) -> dict:
+    """``KEY=VALUE`` pairs; a value is read as JSON (numbers, booleans, lists), else text.
+    With ``kind``, checked against that kind's settings (unknown keys, types, ranges)."""
     import json
 
     from nerx.errors import ConfigError
+    from nerx.models import model_class
 
     settings = {}
     for item in items:
@@ -230,4 +232,6 @@ def parse_settings(items: list[str]) -> dict:
             settings[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             settings[key.strip()] = value
+    if kind is not None:
+        model_class(kind).Settings.from_hyper(settings, kind)
     return settings

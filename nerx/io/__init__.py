@@ -15,7 +15,7 @@ from typing import Any
 from nerx.doc import Document
 from nerx.errors import ConfigError, FormatError, UnknownFormatError
 from nerx.io import brat, conll, docbin, doccano, html, jsonl, labelstudio, prodigy, table, text
-from nerx.io.base import STDIO, Report, display_name, head_text
+from nerx.io.base import STDIO, Report, display_name, head_text, is_stream_target
 
 # A format is a module (or, for the tables, an object) with NAME, SUFFIXES, sniff, read, write.
 FORMATS: dict[str, Any] = {
@@ -65,8 +65,9 @@ def _resolve(name: str) -> tuple[Any, dict]:
 def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
     """Name of the format of ``path``: by suffix first, then by sniffing its content.
 
-    A directory (or a target without suffix, when writing) is BRAT, unless it holds .txt files
-    and no .ann file (plain text, one document per file).
+    A directory (or a new target without suffix, when writing) is BRAT, unless it holds .txt
+    files and no .ann file (plain text, one document per file); an existing file, character
+    device or FIFO without suffix (``/dev/null``) is written as JSONL, like ``-``.
     """
     p = Path(path)
     if str(path) == STDIO:
@@ -85,8 +86,10 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
             return name
     if not for_writing and text.is_text_folder(p):
         return text.NAME
-    if p.is_dir() or (for_writing and not suffix):
+    if p.is_dir():
         return "brat"
+    if for_writing and not suffix:
+        return "jsonl" if (p.is_file() or is_stream_target(p)) else "brat"
     if not for_writing and p.is_file():
         head = head_text(p)
         if not head.strip():
@@ -134,31 +137,46 @@ def read(
     format: str | None = None,
     *,
     report: Report | None = None,
+    require_documents: bool = False,
     **options,
 ) -> Iterator[Document]:
-    """Stream the documents of ``source`` (a path or ``"-"``), validated on the way in."""
+    """Stream the documents of ``source`` (a path or ``"-"``), validated on the way in.
+
+    A source without documents (an empty file, blank lines, an empty directory) gives none;
+    with ``require_documents`` that is a :class:`FormatError` once the source is exhausted,
+    so a writer consuming the stream leaves no output behind."""
     name = format or detect_format(source)
     module, dialect_options = _resolve(name)
     if not os.path.exists(source) and str(source) != STDIO:
         raise UnknownFormatError(f"no such file or directory: {display_name(source)}")
-    if str(source) != STDIO and os.path.isfile(source) and os.path.getsize(source) == 0:
-        raise FormatError(
-            "the file is empty: no documents to read",
-            where=display_name(source),
-            hint='check the path; an unannotated document still needs a line like {"text": ...}',
-        )
     report = report if report is not None else Report()
     return _validated(
-        module.read(source, report=report, **dialect_options, **options), source, report
+        module.read(source, report=report, **dialect_options, **options),
+        source,
+        report,
+        require_documents,
     )
 
 
-def _validated(docs: Iterable[Document], source, report: Report) -> Iterator[Document]:
+def _validated(
+    docs: Iterable[Document], source, report: Report, require_documents: bool
+) -> Iterator[Document]:
     name = display_name(source)
+    count = 0
     for doc in docs:
         doc.validate(where=f"{name}: document {doc.id!r}")
         report.count_read(doc)
+        count += 1
         yield doc
+    if not count:
+        report.warnings.append(f"no documents in {name}")
+        if require_documents:
+            raise FormatError(
+                "no documents to read",
+                where=name,
+                hint="check the path; an unannotated document still needs a line like "
+                '{"text": ...}',
+            )
 
 
 def write(
@@ -189,8 +207,16 @@ def convert(
     to_format: str | None = None,
     read_options: dict | None = None,
     write_options: dict | None = None,
+    require_documents: bool = False,
 ) -> Report:
-    """Stream ``source`` into ``target``, converting formats; return the report."""
+    """Stream ``source`` into ``target``, converting formats; return the report. A source
+    without documents is a warning in the report (an error with ``require_documents``)."""
     report = Report()
-    docs = read(source, from_format, report=report, **(read_options or {}))
+    docs = read(
+        source,
+        from_format,
+        report=report,
+        require_documents=require_documents,
+        **(read_options or {}),
+    )
     return write(docs, target, to_format, report=report, **(write_options or {}))

@@ -15,8 +15,10 @@ iterable lazily and never leave a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections import Counter
@@ -47,6 +49,8 @@ class Report:
     relations_written: int = 0
     lost: Counter[str] = field(default_factory=Counter)
     notes: Counter[str] = field(default_factory=Counter)
+    #: Things the user should look at that are not errors (a source with no documents).
+    warnings: list[str] = field(default_factory=list)
 
     def count_read(self, doc) -> None:
         self.documents_read += 1
@@ -68,6 +72,7 @@ class Report:
             "relations_written": self.relations_written,
             "lost": dict(self.lost),
             "notes": dict(self.notes),
+            "warnings": list(self.warnings),
         }
 
 
@@ -119,49 +124,156 @@ def read_text(path: str | os.PathLike) -> str:
     return text
 
 
+def _user_error(
+    exc: OSError, target: str | os.PathLike, *internal: str | Path, under: str | Path = ""
+) -> OSError:
+    """``exc`` naming the path the user gave, when it names nothing, one of ``internal``
+    (nerx's temporary file, the paths derived from the target) or a path ``under`` a
+    temporary directory. An error about another file (the input, read lazily while
+    writing) keeps its name."""
+    name = None if exc.filename is None else str(exc.filename)
+    names = {str(p) for p in internal if p}
+    inside = bool(under) and name is not None and name.startswith(str(under) + os.sep)
+    inside = inside or (name is not None and _is_temporary(name))
+    if name is not None and name not in names and not inside:
+        return exc
+    shown = "<stdout>" if str(target) == STDIO else str(target)
+    try:  # the same class, so a BrokenPipeError stays one
+        return type(exc)(exc.errno, exc.strerror or str(exc), shown)
+    except Exception:  # a subclass with a constructor of its own
+        return OSError(exc.errno, exc.strerror or str(exc), shown)
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _is_temporary(name: str) -> bool:
+    """A name :func:`tempfile.mkstemp` / ``mkdtemp`` gave here (``.out.jsonl.XXXX.part``)."""
+    base = os.path.basename(name)
+    return base.startswith(".") and base.endswith(".part")
+
+
+def is_stream_target(path: str | os.PathLike) -> bool:
+    """A character device or FIFO (``/dev/null``, ``/dev/stdout``, a named pipe): written in
+    place, since nothing can be renamed over it."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _new_file_mode(existing: Path) -> int:
+    """The permission bits a new output gets: the replaced file's, else what ``open`` would
+    give under the umask."""
+    try:
+        return stat.S_IMODE(existing.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _check_replaceable(path: Path, target: str | os.PathLike) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(
+            errno.EISDIR, "is a directory, not a file to write", display_name(target)
+        )
+    if path.is_file() and not stat.S_IMODE(path.stat().st_mode) & 0o222:
+        raise PermissionError(
+            errno.EACCES,
+            "is read-only; make it writable or remove it to replace it",
+            display_name(target),
+        )
+
+
 @contextlib.contextmanager
 def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open ``target`` for writing so it appears only once complete.
 
     Writes to a temporary file beside it and renames on success; on any error the temporary
-    file is removed and the target is left as it was. ``"-"`` writes to stdout.
+    file is removed and the target is left as it was. ``"-"`` writes to stdout; a character
+    device or FIFO is written in place. A symlink keeps pointing where it did: its target
+    is replaced. The new file keeps the mode of the one it replaces (else the umask's). An
+    ``OSError`` names the path the user gave, never the temporary file.
     """
     binary = "b" in mode
+    kwargs = {} if binary else {"encoding": "utf-8", "newline": ""}
     if str(target) == STDIO:
         out = sys.stdout.buffer if binary else sys.stdout
-        yield out
-        out.flush()
+        try:
+            yield out
+            out.flush()
+        except OSError as exc:
+            if exc.filename is None:
+                _silence_stdout()
+            raise _user_error(exc, target) from None
         return
     path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    if is_stream_target(path):
+        try:
+            with open(path, mode, **kwargs) as handle:
+                yield handle
+        except OSError as exc:
+            raise _user_error(exc, target, str(path)) from None
+        return
+    real = Path(os.path.realpath(path)) if path.is_symlink() else path
+    tmp = ""
     try:
-        kwargs = {} if binary else {"encoding": "utf-8", "newline": ""}
+        _check_replaceable(real, target)
+        real.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(real), suffix=".part", dir=real.parent)
+        os.chmod(tmp, _new_file_mode(real))
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
-        os.replace(tmp, path)
+        os.replace(tmp, real)
+    except OSError as exc:
+        _remove(tmp)
+        raise _user_error(exc, target, tmp, str(real), str(real.parent)) from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(path: str) -> None:
+    if path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _silence_stdout() -> None:
+    """After a failed write to stdout (a full disk), point it at /dev/null so the buffered
+    rest is not flushed again, with a second error, when the interpreter exits."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Fill a fresh directory that replaces ``target`` only once complete.
 
-    Files already in an existing ``target`` that the writer does not produce are kept.
+    Files already in an existing ``target`` that the writer does not produce are kept. An
+    ``OSError`` names the path the user gave, never the temporary directory.
     """
     path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(
+            tempfile.mkdtemp(prefix=_temporary_prefix(path), suffix=".part", dir=path.parent)
+        )
         yield tmp
         path.mkdir(exist_ok=True)
         for item in tmp.iterdir():
             os.replace(item, path / item.name)
+    except OSError as exc:
+        raise _user_error(exc, target, path, path.parent, tmp or "", under=tmp or "") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def head_text(source: str | os.PathLike, size: int = 8192) -> str:

@@ -44,7 +44,9 @@ _FRAGMENT_RE = re.compile(f"[^{_LINE_BREAKS}]+")
 _SPAN_RE = re.compile(r"(\S+) (\d+ \d+(?:;\d+ \d+)*)")
 _T_ID_RE = re.compile(r"T\S+")
 
-NOTE_DISCONTINUOUS = "discontinuous entities kept as their covering span"
+NOTE_DISCONTINUOUS = (
+    "discontinuous entities kept as their covering span (BRAT output writes the fragments back)"
+)
 NOTE_TRIGGERS = "BRAT event triggers (T lines of E lines) read as entities"
 NOTE_EVENT_RELATIONS = "BRAT relations between events read as relations between their triggers"
 NOTE_SPLIT = "entities crossing a line break written as fragments that skip it"
@@ -155,7 +157,8 @@ class _AnnFile:
     report: Report
     strict: bool
     entities: list[Entity] = field(default_factory=list)
-    t_records: list[list] = field(default_factory=list)  # [id, start, end, label] per entity
+    # [id, start, end, label] per entity, plus [[start, end], ...] when it has fragments.
+    t_records: list[list] = field(default_factory=list)
     t_index: dict[str, int] = field(default_factory=dict)
     r_lines: list[str] = field(default_factory=list)
     r_parsed: list[tuple[str, str, str, str, str]] = field(default_factory=list)
@@ -231,7 +234,10 @@ class _AnnFile:
         start, end = min(s for s, _ in fragments), max(e for _, e in fragments)
         self.t_index[t_id] = len(self.entities)
         self.entities.append(Entity(start, end, label))
-        self.t_records.append([t_id, start, end, label])
+        record: list = [t_id, start, end, label]
+        if len(fragments) > 1:
+            record.append([list(f) for f in fragments])
+        self.t_records.append(record)
 
     def relations(self) -> list[Relation]:
         used_triggers = {t for t in self.triggers.values() if t in self.t_index}
@@ -389,11 +395,16 @@ def _file_name(doc_id: str, number: int, used: set[str], report: Report) -> str:
 
 def _ann_lines(doc: Document, report: Report) -> tuple[list[str], int, int]:
     """The .ann lines of a document: T lines, R lines, then the kept extra lines."""
-    fragments = [_fragments(doc.text, ent, report) for ent in doc.entities]
+    brat = doc.meta.get("brat") if isinstance(doc.meta.get("brat"), dict) else {}
+    records = _original_records(brat, doc)
+    fragments = [
+        _kept_fragments(doc.text, ent, records[i] if records else None)
+        or _fragments(doc.text, ent, report)
+        for i, ent in enumerate(doc.entities)
+    ]
     position = {i: k for k, i in enumerate(i for i, f in enumerate(fragments) if f)}
     complete = len(position) == len(doc.entities)
-    brat = doc.meta.get("brat") if isinstance(doc.meta.get("brat"), dict) else {}
-    t_ids = _original_t_ids(brat, doc) if complete else None
+    t_ids = _original_t_ids(records) if complete and records else None
     r_lines = _original_r_lines(brat, doc, t_ids) if t_ids is not None else None
     extra = _extra_lines(brat, report)
     if extra and r_lines is None:
@@ -411,6 +422,25 @@ def _ann_lines(doc: Document, report: Report) -> tuple[list[str], int, int]:
     lines += r_lines
     lines += extra
     return lines, len(position), len(r_lines)
+
+
+def _kept_fragments(text: str, ent: Entity, record: list | None) -> list[tuple[int, int]] | None:
+    """The fragments a discontinuous entity was read with, if they still fit the entity
+    (sorted, non-empty, inside it from its start to its end, each on one line)."""
+    kept = record[4] if record is not None and len(record) > 4 else None
+    if not isinstance(kept, list) or len(kept) < 2:
+        return None
+    try:
+        pairs = [(int(s), int(e)) for s, e in kept]
+    except (TypeError, ValueError):
+        return None
+    ordered = all(a[1] <= b[0] for a, b in zip(pairs, pairs[1:], strict=False))
+    inside = pairs[0][0] == ent.start and pairs[-1][1] == ent.end
+    if not (ordered and inside and all(s < e for s, e in pairs)):
+        return None
+    if any(_BREAK_RE.search(text[s:e]) for s, e in pairs):
+        return None
+    return pairs
 
 
 def _fragments(text: str, ent: Entity, report: Report) -> list[tuple[int, int]]:
@@ -458,21 +488,35 @@ def _one_line(value: object) -> bool:
     return isinstance(value, str) and not _BREAK_RE.search(value)
 
 
-def _original_t_ids(brat: dict, doc: Document) -> list[str] | None:
-    """The T ids the document was read with, if its entities are still exactly those."""
+def _original_records(brat: dict, doc: Document) -> list[list] | None:
+    """The T records the document was read with, one per entity, if its entities are still
+    exactly those (in any order: a DocBin puts them in document order)."""
     records = brat.get("T")
     if not isinstance(records, list) or len(records) != len(doc.entities):
         return None
-    try:
-        ids = [r[0] for r in records]
-        same = all(
-            list(r[1:]) == [e.start, e.end, e.label]
-            for r, e in zip(records, doc.entities, strict=True)
-        )
-    except (TypeError, KeyError, IndexError):
-        return None
+    waiting: dict[tuple, list[list]] = {}
+    for record in records:
+        if not isinstance(record, list) or len(record) < 4:
+            return None
+        key = tuple(record[1:4])
+        try:
+            waiting.setdefault(key, []).append(record)
+        except TypeError:  # an unhashable value where an offset should be
+            return None
+    matched = []
+    for ent in doc.entities:
+        candidates = waiting.get((ent.start, ent.end, ent.label))
+        if not candidates:
+            return None
+        matched.append(candidates.pop(0))
+    return matched
+
+
+def _original_t_ids(records: list[list]) -> list[str] | None:
+    """The T ids of the matched records, if they are valid and unique."""
+    ids = [r[0] for r in records]
     valid = all(isinstance(i, str) and _T_ID_RE.fullmatch(i) for i in ids)
-    return ids if same and valid and len(set(ids)) == len(ids) else None
+    return ids if valid and len(set(ids)) == len(ids) else None
 
 
 def _original_r_lines(brat: dict, doc: Document, t_ids: list[str]) -> list[str] | None:

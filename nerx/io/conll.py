@@ -29,6 +29,7 @@ NAME = "conll"
 SUFFIXES: tuple[str, ...] = (".conll", ".iob", ".iob1", ".iob2", ".bio", ".bioes", ".tsv")
 
 DOCSTART = "-DOCSTART-"
+SPACING_LOST = "documents' spacing (CoNLL joins words with single spaces)"
 
 _TAG_RE = re.compile(r"O|([BIESLU])-(\S+)")
 _NONSPACE_RE = re.compile(r"\S+")
@@ -398,6 +399,7 @@ def _write_document(
     _lose(report.lost, "document ids (CoNLL holds none)", int(doc.id != str(state.written)))
     scored = sum(1 for *_, ent in spans if ent.score is not None)
     _lose(report.lost, "entity scores", scored)
+    _count_unheld(doc, pieces, report)
     if not (sentence_docs or doc.meta.get("conll_docstart") is False):
         out.write(" ".join([DOCSTART, *["-X-"] * state.middle_width, "O"]) + "\n\n")
     for first, end in sentences:
@@ -406,6 +408,35 @@ def _write_document(
             out.write(" ".join([word, *middles[p], tags[p]]) + "\n")
         out.write("\n")
     report.count_written(len(spans), 0)
+
+
+# meta keys the CoNLL reader writes and this writer reads back.
+_OWN_META = {"conll_columns", "conll_docstart"}
+
+
+def _count_unheld(doc: Document, pieces: list[tuple[int, int]], report: Report) -> None:
+    """Count what a CoNLL file has no place for: meta, the text's own spacing, sentences."""
+    brat = doc.meta.get("brat")
+    extra = brat.get("extra") if isinstance(brat, dict) else None
+    _lose(
+        report.lost,
+        "BRAT E/A/M/N/#/* lines (CoNLL holds none)",
+        len(extra) if isinstance(extra, list) else 0,
+    )
+    others = [key for key in doc.meta if key not in _OWN_META and key != "brat"]
+    _lose(report.lost, "document meta fields (CoNLL holds none)", len(others))
+    gaps = [doc.text[a[1] : b[0]] for a, b in zip(pieces, pieces[1:], strict=False)]
+    edges = doc.text[: pieces[0][0]] + doc.text[pieces[-1][1] :]
+    _lose(
+        report.lost,
+        SPACING_LOST,
+        int(edges != "" or any(gap != " " for gap in gaps)),
+    )
+    _lose(
+        report.notes,
+        "documents without sentence breaks written as one sentence",
+        int(not doc.sentences),
+    )
 
 
 def _pieces(

@@ -13,6 +13,7 @@ Scores, the document id and its meta travel in the span group's attrs and ``doc.
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
 from nerx.doc import Document, maximal_non_overlapping
-from nerx.errors import FormatError
+from nerx.errors import FormatError, NerxError
 from nerx.io.base import STDIO, Report, atomic_file, display_name
 from nerx.spacy_ext import document_order, from_spacy, to_spacy
 
@@ -47,12 +48,31 @@ def read(source: str | os.PathLike, report: Report | None = None, **options) -> 
     # a time.
     name = display_name(source)
     vocab = Vocab()  # a blank vocab: the DocBin carries its own strings, no model is needed
-    for number, spacy_doc in enumerate(_load(source).get_docs(vocab), start=1):
-        yield from_spacy(spacy_doc, str(number), where=f"{name}: document {number}")
+    spacy_docs = _load(source).get_docs(vocab)
+    for number in itertools.count(1):
+        where = f"{name}: document {number}"
+        # A DocBin whose arrays, strings or user data were damaged fails inside spaCy (or
+        # while its user data is read back) with whatever error that step raises.
+        try:
+            spacy_doc = next(spacy_docs, None)
+            if spacy_doc is None:
+                return
+            doc = from_spacy(spacy_doc, str(number), where=where)
+        except NerxError:
+            raise
+        except Exception as exc:
+            raise FormatError(
+                f"the DocBin is damaged: spaCy cannot rebuild this document ({exc})",
+                where=where,
+                hint="write the file again, e.g. with nerx convert or DocBin.to_disk",
+            ) from None
+        yield doc
 
 
 def _load(source: str | os.PathLike) -> DocBin:
     data = sys.stdin.buffer.read() if str(source) == STDIO else Path(source).read_bytes()
+    if not data:
+        return DocBin()  # an empty file holds no documents, as an empty JSONL file
     try:
         return DocBin().from_bytes(data)
     # zlib, msgpack and DocBin's own field lookups each fail differently on foreign bytes; all

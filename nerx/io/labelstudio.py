@@ -51,6 +51,10 @@ FROM_PREDICTIONS = "Label Studio tasks read from their predictions (no task has 
 
 
 _FIRST_KEY_DATA = re.compile(r'\A\[?\s*\{\s*"data"\s*:')
+# Keys as keys (a name, a colon, the value's opening bracket), never the same words as text.
+_DATA_KEY = re.compile(r'"data"\s*:\s*\{')
+_RESULTS_KEY = re.compile(r'"(?:annotations|predictions)"\s*:\s*\[')
+_JSON_MIN_KEYS = (re.compile(r'"annotation_id"\s*:'), re.compile(r'"annotator"\s*:'))
 
 
 def sniff(head: str) -> bool:
@@ -62,9 +66,9 @@ def sniff(head: str) -> bool:
         return False
     if _FIRST_KEY_DATA.match(text):
         return True
-    if '"annotation_id"' in text and '"annotator"' in text:
+    if all(key.search(text) for key in _JSON_MIN_KEYS):
         return True  # the JSON-MIN export: one flattened annotation per record
-    return '"data"' in text and ('"annotations"' in text or '"predictions"' in text)
+    return bool(_DATA_KEY.search(text) and _RESULTS_KEY.search(text))
 
 
 # ===================================================================================== read

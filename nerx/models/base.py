@@ -15,19 +15,22 @@ files, plus ``encoder/config.json`` to rebuild the encoder's shape without the n
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import math
 import os
+import typing
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_type_hints
 
 import torch
 from torch import nn
 
 from nerx import __version__
 from nerx.doc import Document
-from nerx.errors import ModelError
+from nerx.errors import ConfigError, ModelError
 from nerx.models.encoder import (
     Window,
     load_encoder,
@@ -120,6 +123,115 @@ class Output:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    choices: Sequence[str] | None = None,
+) -> Any:
+    """A field of a kind's :class:`Settings`: its default, a one-line doc and the values it
+    accepts beyond its type."""
+    meta = {"doc": doc, "at_least": at_least, "at_most": at_most, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings of a model kind (``config.hyper`` as saved, ``--set`` when training).
+
+    Each kind subclasses this next to its model class: names, types, defaults and a one-line
+    doc per field. :meth:`from_hyper` checks a ``hyper`` dict against it: an unknown key or a
+    value of the wrong type or range is a :class:`ConfigError` naming the setting, what it
+    accepts and the valid keys; a missing key (an older saved config) takes the default.
+    """
+
+    nested: bool = setting(True, "whether entities may nest (training sets it from the data)")
+
+    @classmethod
+    def from_hyper(cls, hyper: dict[str, Any], kind: str = "") -> Settings:
+        kind = kind or cls.__qualname__
+        if not isinstance(hyper, dict):
+            raise ConfigError(f"the settings of {kind} must be an object, got {hyper!r}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(hyper) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {unknown[0]!r} for model kind {kind}",
+                hint=f"valid settings: {cls.describe()}",
+            )
+        hints = _type_hints(cls)
+        values = {
+            name: _checked(name, value, hints[name], known[name].metadata, kind, cls)
+            for name, value in hyper.items()
+        }
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> str:
+        """``name (type, default)`` of every setting, for messages and help."""
+        hints = _type_hints(cls)
+        return ", ".join(
+            f"{f.name} ({_type_name(hints[f.name], f.metadata)}; default {json.dumps(f.default)})"
+            for f in fields(cls)
+        )
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a settings class (read once: settings are read often)."""
+    return get_type_hints(cls)
+
+
+def _type_name(hint: Any, meta: Any) -> str:
+    """What a setting accepts, in the words of its JSON value: ``integer >= 1 or null``."""
+    if meta.get("choices"):
+        return " or ".join(json.dumps(c) for c in meta["choices"])
+    options = typing.get_args(hint)
+    inner = next((a for a in options if a is not type(None)), hint)
+    name = {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(
+        inner, getattr(inner, "__name__", str(inner))
+    )
+    low, high = meta.get("at_least"), meta.get("at_most")
+    if low is not None and high is not None:
+        name += f" from {low} to {high}"
+    elif low is not None:
+        name += f" >= {low}"
+    elif high is not None:
+        name += f" <= {high}"
+    return name + (" or null" if type(None) in options else "")
+
+
+def _checked(name: str, value: Any, hint: Any, meta: Any, kind: str, cls: type) -> Any:
+    accepts = _type_name(hint, meta)
+    options = typing.get_args(hint)
+    if value is None and type(None) in options:
+        return None
+    target = next((a for a in options if a is not type(None)), hint)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(target, True)
+    if ok and target is float:
+        value = float(value)
+        ok = math.isfinite(value)
+    if ok and meta.get("choices") is not None:
+        ok = value in meta["choices"]
+    if ok and meta.get("at_least") is not None:
+        ok = value >= meta["at_least"]
+    if ok and meta.get("at_most") is not None:
+        ok = value <= meta["at_most"]
+    if not ok:
+        raise ConfigError(
+            f"setting {name}={value!r} of model kind {kind} is not valid: it accepts {accepts}",
+            hint=f"valid settings: {cls.describe()}",
+        )
+    return value
+
+
 MODELS: dict[str, type[SpanModel]] = {}
 
 
@@ -148,11 +260,14 @@ class SpanModel(nn.Module):
     """Base class: holds the encoder, tokenizer and config, and turns documents into examples."""
 
     kind: ClassVar[str] = ""
+    #: The kind's typed settings (``config.hyper``), checked on create and on load.
+    Settings: ClassVar[type[Settings]] = Settings
     #: Whether the model predicts relations (the pipeline then fills ``doc.relations``).
     predicts_relations: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__()
+        type(self).Settings.from_hyper(config.hyper, self.kind)  # a bad setting fails here
         self.config = config
         self.encoder = encoder
         self.tokenizer = tokenizer
@@ -163,6 +278,12 @@ class SpanModel(nn.Module):
         limit = max_window(tokenizer, encoder.config)
         self.window_size = min(config.window or limit, limit)
         self._prefix, self._suffix = _special_tokens_around(tokenizer)
+
+    @property
+    def settings(self) -> Any:
+        """``config.hyper`` as the kind's typed :class:`Settings`, defaults filled in. Read
+        afresh each time, since calibration and training change ``config.hyper``."""
+        return type(self).Settings.from_hyper(self.config.hyper, self.kind)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -278,7 +399,7 @@ class SpanModel(nn.Module):
     def outside_biased(self, logits: torch.Tensor, setting: str = "outside_bias") -> torch.Tensor:
         """``logits`` (..., classes) with the calibrated bias (``config.hyper[setting]``,
         ``outside_bias`` by default) taken off class 0."""
-        bias = float(self.config.hyper.get(setting, 0.0))
+        bias = float(getattr(self.settings, setting))
         if not bias:
             return logits
         return torch.cat([logits[..., :1] - bias, logits[..., 1:]], dim=-1)
@@ -396,14 +517,28 @@ def dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return result
 
 
-def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpanModel:
-    """Load a model directory written by :func:`save_model`, or a bundled model by name
-    (``news-ner``, see :mod:`nerx.bundled`)."""
-    from safetensors.torch import load_file
+TOKENIZER_NAME = "tokenizer.json"
 
-    from nerx.bundled import resolve
+# The fields of config.json and the JSON types each must have.
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,),
+    "labels": (list,),
+    "relation_labels": (list,),
+    "symmetric_relations": (list,),
+    "encoder": (str,),
+    "max_span_length": (int,),
+    "window": (int, type(None)),
+    "hyper": (dict,),
+    "training": (dict,),
+    "weights": (dict,),
+}
+_REQUIRED = ("kind", "labels")
+_COPY_HINT = "copy the whole model directory again, or train it again"
 
-    root = resolve(path)
+
+def read_model_config(root: Path) -> ModelConfig:
+    """The checked ``config.json`` of a model directory: a JSON object with the fields a
+    model needs, each of the right type; anything else is a :class:`ModelError` naming it."""
     config_path = root / CONFIG_NAME
     if not config_path.is_file():
         raise ModelError(
@@ -411,23 +546,145 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
             hint="give a directory written by `nerx train`, or a bundled model name",
         )
     try:
-        config = ModelConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ModelError(f"{config_path} is not a valid model config: {exc}") from None
+        data = json.loads(config_path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ModelError(f"cannot read it: {exc.strerror}", where=str(config_path)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(
+            f"not valid JSON ({exc})", where=str(config_path), hint=_COPY_HINT
+        ) from None
+    if not isinstance(data, dict):
+        raise ModelError(
+            f"expected a JSON object of model settings, found a {type(data).__name__}",
+            where=str(config_path),
+            hint=_COPY_HINT,
+        )
+    missing = [name for name in _REQUIRED if name not in data]
+    if missing:
+        raise ModelError(
+            f"the config has no {' and no '.join(missing)}", where=str(config_path), hint=_COPY_HINT
+        )
+    for name, types in _CONFIG_TYPES.items():
+        value = data.get(name)
+        if name in data and (not isinstance(value, types) or isinstance(value, bool)):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ModelError(
+                f"{name} must be {wanted}, found {value!r}", where=str(config_path), hint=_COPY_HINT
+            )
+    for name in ("labels", "relation_labels", "symmetric_relations"):
+        if not all(isinstance(x, str) and x for x in data.get(name, [])):
+            raise ModelError(f"{name} must be a list of non-empty strings", where=str(config_path))
+    return ModelConfig.from_dict(data)
+
+
+def _check_tokenizer_file(root: Path) -> None:
+    """A saved model runs only with the tokenizer it was trained with: ``tokenizer.json``
+    must be there and parse (without it transformers quietly builds a tokenizer that knows
+    only the special tokens, and every word becomes [UNK])."""
+    path = root / TOKENIZER_NAME
+    if not path.is_file():
+        raise ModelError(
+            f"{root} has no {TOKENIZER_NAME}: the model cannot run without the tokenizer "
+            "it was trained with",
+            hint=_COPY_HINT,
+        )
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ModelError(f"cannot read it: {exc.strerror}", where=str(path)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"not valid JSON ({exc})", where=str(path), hint=_COPY_HINT) from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ModelError(
+            "not a Hugging Face tokenizer file (no tokenizer model in it)",
+            where=str(path),
+            hint=_COPY_HINT,
+        )
+
+
+def _check_vocabulary(model: SpanModel, root: Path) -> None:
+    embeddings = (
+        model.encoder.get_input_embeddings()
+        if hasattr(model.encoder, "get_input_embeddings")
+        else None
+    )
+    size = getattr(embeddings, "num_embeddings", None)
+    if size and len(model.tokenizer) > size:
+        raise ModelError(
+            f"the tokenizer has {len(model.tokenizer)} tokens but the encoder's embeddings "
+            f"only {size}: they come from different models",
+            where=str(root / TOKENIZER_NAME),
+            hint=_COPY_HINT,
+        )
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ModelError(
+            f"{path.parent} has no {WEIGHTS_NAME}", hint="copy the whole model directory"
+        )
+    try:
+        return load_file(str(path))
+    except OSError as exc:
+        raise ModelError(f"cannot read it: {exc.strerror or exc}", where=str(path)) from None
+    # safetensors raises its own SafetensorError (and torch a RuntimeError) on a file that is
+    # cut short or whose header is garbled; they all mean the same to the user.
+    except Exception as exc:
+        raise ModelError(
+            f"the weights are damaged (cut short, or not a safetensors file): {exc}",
+            where=str(path),
+            hint=_COPY_HINT,
+        ) from None
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpanModel:
+    """Load a model directory written by :func:`save_model`, or a bundled model by name
+    (``news-ner``, see :mod:`nerx.bundled`). Every file is checked first: a missing,
+    unreadable or damaged one is a :class:`ModelError` naming it."""
+    from nerx.bundled import resolve
+
+    root = resolve(path)
+    config = read_model_config(root)
     cls = model_class(config.kind)
-    if not (root / WEIGHTS_NAME).is_file():
-        raise ModelError(f"{root} has no {WEIGHTS_NAME}", hint="copy the whole model directory")
-    state = load_file(str(root / WEIGHTS_NAME))
+    state = _read_weights(root / WEIGHTS_NAME)
+    _check_tokenizer_file(root)
+    tokenizer = load_tokenizer(str(root))
     if config.weights.get("storage") == "lowrank-delta":
         from nerx.models.compact import expand_state
 
         # The pretrained encoder, reshaped as the model kind needs it, plus the changes.
-        model = cls(config, cls.load_backbone(config.encoder), load_tokenizer(str(root)))
-        state = expand_state(state, _encoder_state(model))
+        model = cls(config, cls.load_backbone(config.encoder), tokenizer)
+        try:
+            state = expand_state(state, _encoder_state(model))
+        except (KeyError, RuntimeError, ValueError, IndexError) as exc:
+            raise ModelError(
+                f"the stored changes do not fit the encoder {config.encoder!r}: {exc}",
+                where=str(root / WEIGHTS_NAME),
+                hint=_COPY_HINT,
+            ) from None
     else:
+        if not (root / ENCODER_DIR / CONFIG_NAME).is_file():
+            raise ModelError(
+                f"{root} has no {ENCODER_DIR}/{CONFIG_NAME} (the encoder's shape)",
+                hint=_COPY_HINT,
+            )
         encoder = cls.load_backbone(str(root / ENCODER_DIR), config_only=True)
-        model = cls(config, encoder, load_tokenizer(str(root)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        model = cls(config, encoder, tokenizer)
+    _check_vocabulary(model, root)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape
+        mismatches = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        detail = mismatches[0] if mismatches else str(exc).splitlines()[-1].strip()
+        if len(mismatches) > 1:
+            detail += f" (and {len(mismatches) - 1} more)"
+        raise ModelError(
+            f"the weights do not fit the {config.kind} model its config describes: {detail}",
+            where=str(root / WEIGHTS_NAME),
+            hint=_COPY_HINT,
+        ) from None
     if missing or unexpected:
         raise ModelError(
             f"weights in {root} do not fit a {config.kind} model: "

@@ -57,6 +57,14 @@ def load_tokenizer(name_or_path: str):
         raise ModelError(
             f"{name_or_path!r} has no fast tokenizer; nerx needs one to align words to subwords"
         )
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        # transformers builds a tokenizer of special tokens alone when a directory has no
+        # tokenizer files: every word would be [UNK].
+        raise ModelError(
+            f"{name_or_path!r} has no tokenizer vocabulary (only {len(tokenizer)} special tokens)",
+            hint="the directory needs its tokenizer files (tokenizer.json, or vocab.txt and "
+            "tokenizer_config.json)",
+        )
     return tokenizer
 
 

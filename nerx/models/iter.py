@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -63,11 +64,13 @@ from nerx.models.base import (
     ModelConfig,
     Output,
     Prediction,
+    Settings,
     SpanModel,
     SpanPrediction,
     gather_words,
     register,
     sentence_mask,
+    setting,
 )
 from nerx.models.spandec import greedy_flat
 
@@ -208,19 +211,42 @@ def decode_relations(
     ]
 
 
+@dataclass(frozen=True)
+class IterSettings(Settings):
+    omega: int = setting(DEFAULT_OMEGA, "left brackets paired with each word (learned)", at_least=1)
+    ffn_size: int | None = setting(
+        None, "inner size of each gated FFN (null: twice the encoder's hidden size)", at_least=1
+    )
+    activation: str = setting("gelu", "f of the gated FFNs", choices=tuple(ACTIVATIONS))
+    dropout: float = setting(0.1, "on the word vectors and in the FFNs", at_least=0.0, at_most=1.0)
+    left_threshold: float = setting(
+        0.5, "sigmoid cut-off of a left bracket", at_least=0.0, at_most=1.0
+    )
+    span_threshold: float = setting(
+        0.5, "sigmoid cut-off of a span (chosen on dev)", at_least=0.0, at_most=1.0
+    )
+    link_threshold: float = setting(
+        0.5, "sigmoid cut-off of a relation (chosen on dev)", at_least=0.0, at_most=1.0
+    )
+    left_weight: float = setting(1.0, "weight of the left-bracket loss", at_least=0.0)
+    span_weight: float = setting(1.0, "weight of the span loss", at_least=0.0)
+    link_weight: float = setting(1.0, "weight of the relation loss", at_least=0.0)
+
+
 @register("iter")
 class Iter(SpanModel):
+    Settings = IterSettings
     predicts_relations = True
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__(config, encoder, tokenizer)
-        hyper = config.hyper
+        settings = self.settings
         hidden = encoder.config.hidden_size
-        dropout = hyper.get("dropout", 0.1)
+        dropout = settings.dropout
         shape = {
             "d_in": hidden,
-            "d_ff": hyper.get("ffn_size", 2 * hidden),
-            "activation": hyper.get("activation", "gelu"),
+            "d_ff": settings.ffn_size or 2 * hidden,
+            "activation": settings.activation,
             "dropout": dropout,
             "bias": PRIOR_BIAS,
         }
@@ -238,13 +264,7 @@ class Iter(SpanModel):
 
     @property
     def omega(self) -> int:
-        omega = self.config.hyper.get("omega", DEFAULT_OMEGA)
-        if not isinstance(omega, int) or omega < 1:
-            raise ConfigError(
-                f"omega must be a positive whole number, got {omega!r}",
-                hint="leave it out to learn it from the training data",
-            )
-        return omega
+        return self.settings.omega
 
     def learn_from_data(self, examples: Sequence[Example]) -> dict[str, Any]:
         omega = learn_omega(examples)
@@ -339,21 +359,21 @@ class Iter(SpanModel):
         return torch.cat(blocks, dim=1)
 
     def _loss(self, words, left_logits, batch) -> torch.Tensor:
-        hyper = self.config.hyper
+        settings = self.settings
         in_sentence = sentence_mask(batch["examples"], words.size(1)).to(words.device)
-        loss = hyper.get("left_weight", 1.0) * F.binary_cross_entropy_with_logits(
+        loss = settings.left_weight * F.binary_cross_entropy_with_logits(
             left_logits[in_sentence], batch["left_targets"][in_sentence]
         )
         span_logits = self._span_logits(words, batch["candidates"])
         valid = batch["candidate_mask"]
-        loss = loss + hyper.get("span_weight", 1.0) * F.binary_cross_entropy_with_logits(
+        loss = loss + settings.span_weight * F.binary_cross_entropy_with_logits(
             span_logits[valid], batch["span_targets"][valid]
         )
         if self.is_link is not None:
             link_logits = self._link_logits(words, batch["entity_bounds"])
             pairs = _pair_mask(batch["entity_mask"])
             if pairs.any():
-                loss = loss + hyper.get("link_weight", 1.0) * F.binary_cross_entropy_with_logits(
+                loss = loss + settings.link_weight * F.binary_cross_entropy_with_logits(
                     link_logits[pairs], batch["link_targets"][pairs]
                 )
         return loss
@@ -361,8 +381,8 @@ class Iter(SpanModel):
     # ------------------------------------------------------------------ inference
     def _infer(self, words, left_logits, batch) -> tuple[dict[str, Any], dict[str, float]]:
         """Left brackets -> spans -> links between the spans that will be emitted."""
-        hyper = self.config.hyper
-        lefts = left_logits.float().sigmoid() >= hyper.get("left_threshold", 0.5)
+        settings = self.settings
+        lefts = left_logits.float().sigmoid() >= settings.left_threshold
         candidates, mask = span_candidates(lefts, batch["sentence_start"], self.omega)
         span_logits = self._span_logits(words, candidates)
         spans = select_spans(
@@ -370,8 +390,8 @@ class Iter(SpanModel):
             candidates,
             mask,
             self.config.labels,
-            hyper.get("span_threshold", 0.5),
-            hyper.get("nested", True),
+            settings.span_threshold,
+            settings.nested,
         )
         tensors = {
             "left_logits": left_logits,
@@ -404,7 +424,7 @@ class Iter(SpanModel):
     def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
         spans = output.tensors["spans"]
         links = output.tensors["link_logits"]
-        threshold = self.config.hyper.get("link_threshold", 0.5)
+        threshold = self.settings.link_threshold
         predictions = []
         for row, found in enumerate(spans):
             relations = []

@@ -73,9 +73,11 @@ from nerx.models.base import (
     ModelConfig,
     Output,
     Prediction,
+    Settings,
     SpanModel,
     SpanPrediction,
     register,
+    setting,
 )
 from nerx.models.encoder import Window, max_window, quiet_transformers, resolve_encoder_path
 
@@ -115,13 +117,32 @@ class Generation:
     stopped: bool = False
 
 
+@dataclass(frozen=True)
+class PaDeLLMSettings(Settings):
+    decoding: str = setting("parallel", "how mentions are generated", choices=DECODINGS)
+    shared_prefix: bool = setting(True, "encode each window's text once for all its branches")
+    train_both: bool = setting(True, "train the per-label and the autoregressive sequences")
+    max_mentions: int = setting(32, "mention tokens; counts are capped there", at_least=1)
+    max_mention_tokens: int = setting(16, "longest mention generated (learned)", at_least=1)
+    output_tokens: int = setting(128, "positions kept after the text for the answer", at_least=1)
+    dropout: float | None = setting(
+        None, "dropout in the network (null: its own config's)", at_least=0.0, at_most=1.0
+    )
+
+
 @register("padellm")
 class PaDeLLM(SpanModel):
+    Settings = PaDeLLMSettings
+
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__(config, encoder, tokenizer)
-        hyper = config.hyper
-        self.max_mentions = int(hyper.get("max_mentions", 32))
+        settings = self.settings
+        self.max_mentions = settings.max_mentions
         self._decoding()  # a bad value fails here, not after training
+        if settings.dropout is not None:
+            for module in encoder.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = settings.dropout
         names = [NUM, END, TYPE, ALL, MENTION]
         names += [mention_token(n) for n in range(1, self.max_mentions + 1)]
         tokenizer.add_tokens(names, special_tokens=True)
@@ -140,7 +161,7 @@ class PaDeLLM(SpanModel):
         self.branch_stops = {*ids.values(), *eos} - {self.num_id}
         self.sequence_stops = {self.end_id, *eos}
         self.position_limit = max_window(tokenizer, encoder.config)
-        self.output_tokens = min(int(hyper.get("output_tokens", 128)), self.position_limit // 2)
+        self.output_tokens = min(settings.output_tokens, self.position_limit // 2)
         self.window_size = min(self.window_size, self.position_limit - self.output_tokens)
 
     @classmethod
@@ -185,7 +206,7 @@ class PaDeLLM(SpanModel):
         return ids
 
     def _decoding(self) -> str:
-        decoding = self.config.hyper.get("decoding", "parallel")
+        decoding = self.settings.decoding
         if decoding not in DECODINGS:
             raise ConfigError(
                 f"unknown padellm decoding {decoding!r}", hint=f"use one of {', '.join(DECODINGS)}"
@@ -246,7 +267,7 @@ class PaDeLLM(SpanModel):
     def training_sequences(self, ex: PromptExample) -> list[TrainingSequence]:
         """The per-label sequences (when decoding in parallel or ``train_both``) and the
         autoregressive one (when decoding autoregressively or ``train_both``)."""
-        both = self.config.hyper.get("train_both", True)
+        both = self.settings.train_both
         decoding = self._decoding()
         per_label = self.gold_mentions(ex)
         sequences = []
@@ -347,9 +368,7 @@ class PaDeLLM(SpanModel):
     ) -> list[dict[int, list[Generation]]]:
         """Steps 1 and 2 for a batch: per example, label index -> its mentions (in n order)."""
         stats = stats if stats is not None else {}
-        prefix = (
-            self.encode_prompts(examples) if self.config.hyper.get("shared_prefix", True) else None
-        )
+        prefix = self.encode_prompts(examples) if self.settings.shared_prefix else None
         counts = self.count_step(examples, prefix, stats)
         return self.mention_step(examples, counts, prefix, stats)
 
@@ -381,7 +400,7 @@ class PaDeLLM(SpanModel):
                 for n in range(self.read_count(count, stats)):
                     branches.append((row, [*self._label_head(k), *count.ids, self.mention_ids[n]]))
                     owners.append((row, k))
-        budget = int(self.config.hyper.get("max_mention_tokens", 16))
+        budget = self.settings.max_mention_tokens
         found: list[dict[int, list[Generation]]] = [{} for _ in examples]
         for (row, k), generation in zip(
             owners, self._branches(examples, branches, prefix, budget, stats), strict=True

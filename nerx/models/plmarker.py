@@ -74,16 +74,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from nerx.doc import Document
-from nerx.errors import ConfigError, ModelError
+from nerx.errors import ModelError
 from nerx.models.base import (
     OUTSIDE_BIASES,
     Example,
     ModelConfig,
     Output,
     Prediction,
+    Settings,
     SpanModel,
     SpanPrediction,
     register,
+    setting,
 )
 from nerx.models.encoder import max_window
 from nerx.models.spandec import enumerate_spans, greedy_flat
@@ -358,16 +360,29 @@ class WordsExample(Example):
 
 
 # ---------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class PLMarkerSettings(Settings):
+    group_size: int = setting(64, "spans (marker pairs) per NER pass", at_least=1)
+    re_group_size: int = setting(32, "objects per RE pass", at_least=1)
+    encoder_batch: int = setting(32, "passes per encoder call", at_least=1)
+    train_spans: int = setting(TRAIN_SPANS, "NER candidates per training window", at_least=1)
+    dropout: float = setting(0.1, "in the classifier FFNs", at_least=0.0, at_most=1.0)
+    shared_encoder: bool = setting(False, "one encoder for NER and RE instead of two copies")
+    type_loss_weight: float = setting(1.0, "weight of the object-type loss", at_least=0.0)
+    re_max_entities: int = setting(64, "predicted entities RE runs on per window", at_least=1)
+    ner_model: str | None = setting(None, "a saved model whose entities RE runs on")
+    outside_bias: float = setting(0.0, "taken off the no-entity logit (chosen on dev)")
+    relation_bias: float = setting(0.0, "taken off the no-relation logit (chosen on dev)")
+
+
 @register("plmarker")
 class PLMarker(SpanModel):
+    Settings = PLMarkerSettings
     predicts_relations = True
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__(config, encoder, tokenizer)
-        hyper = config.hyper
-        for name in ("group_size", "re_group_size", "encoder_batch"):
-            if int(hyper.get(name, 1)) < 1:
-                raise ConfigError(f"hyper {name} must be at least 1, got {hyper[name]}")
+        settings = self.settings
         embeddings = getattr(encoder, "embeddings", None)
         padding_idx = getattr(embeddings, "padding_idx", None)
         self._position_offset = padding_idx + 1 if isinstance(padding_idx, int) else 0
@@ -375,9 +390,9 @@ class PLMarker(SpanModel):
         # The RE pass inserts [S] and [/S] into the text: keep room for them.
         limit = max_window(tokenizer, encoder.config)
         self.window_size = min(self.window_size, limit - SOLID_MARKERS)
-        self.re_encoder = None if hyper.get("shared_encoder", False) else copy.deepcopy(encoder)
+        self.re_encoder = None if settings.shared_encoder else copy.deepcopy(encoder)
         hidden = encoder.config.hidden_size
-        dropout = hyper.get("dropout", 0.1)
+        dropout = settings.dropout
         n_labels = 1 + len(config.labels)
         self.inverse = inverse_classes(config.relation_labels, config.symmetric_relations)
         self.ner_markers = _marker_table(encoder, tokenizer, NER_MARKER_WORDS)
@@ -397,7 +412,7 @@ class PLMarker(SpanModel):
 
     def prepare(self, doc: Document, doc_index: int = 0, *, gold: bool = False) -> list[Example]:
         examples = super().prepare(doc, doc_index, gold=gold)
-        if not self.config.hyper.get("ner_model"):
+        if not self.settings.ner_model:
             return examples
         words = [doc.text[s:e] for s, e in doc.tokens]
         return [
@@ -414,7 +429,7 @@ class PLMarker(SpanModel):
         gold entities. Passes of all examples are flattened; items know their example."""
         has_gold = all(ex.has_gold for ex in examples)
         batch: dict[str, Any] = {"examples": list(examples), "has_gold": has_gold}
-        if has_gold or not self.config.hyper.get("ner_model"):
+        if has_gold or not self.settings.ner_model:
             batch.update(self._ner_inputs(examples))
         if has_gold:
             entities = [[(s, e) for s, e, _ in ex.gold_spans] for ex in examples]
@@ -422,10 +437,10 @@ class PLMarker(SpanModel):
         return batch
 
     def _ner_inputs(self, examples: Sequence[Example]) -> dict[str, Any]:
-        group_size = int(self.config.hyper.get("group_size", 64))
+        group_size = self.settings.group_size
         # Training sees every gold span but a bounded sample of the negatives: a long
         # sentence has hundreds of candidates, and every pass is kept for the backward pass.
-        most = int(self.config.hyper.get("train_spans", TRAIN_SPANS))
+        most = self.settings.train_spans
         passes, spans, labels = [], [], []
         for row, ex in enumerate(examples):
             gold = {(s, e): label for s, e, label in ex.gold_spans}
@@ -458,7 +473,7 @@ class PLMarker(SpanModel):
     ) -> dict[str, Any]:
         """One pass per subject (per ``re_group_size`` objects) over each example's
         ``entities`` (word spans); ``pairs`` are (row, subject, object) entity indices."""
-        group_size = int(self.config.hyper.get("re_group_size", 32))
+        group_size = self.settings.re_group_size
         passes: list[Pass] = []
         pairs: list[tuple[int, int, int]] = []
         if self.config.relation_labels:
@@ -510,7 +525,7 @@ class PLMarker(SpanModel):
         return p
 
     def _pack(self, passes: Sequence[Pass]) -> list[dict[str, torch.Tensor]]:
-        per_call = int(self.config.hyper.get("encoder_batch", 32))
+        per_call = self.settings.encoder_batch
         return pack_passes(passes, per_call, self.tokenizer.pad_token_id or 0)
 
     # ------------------------------------------------------------------ forward
@@ -544,14 +559,14 @@ class PLMarker(SpanModel):
             gold = batch["re_gold"]
             if gold["pairs"]:
                 relation_logits, type_logits = self._re_scores(gold)
-                weight = self.config.hyper.get("type_loss_weight", 1.0)
+                weight = self.settings.type_loss_weight
                 loss = loss + F.cross_entropy(relation_logits, gold["targets"].to(loss.device))
                 loss = loss + weight * F.cross_entropy(
                     type_logits, gold["object_types"].to(loss.device)
                 )
         stats: dict[str, float] = {}
         if not self.training:
-            if self.config.hyper.get("ner_model"):
+            if self.settings.ner_model:
                 entities = self._external_entities(examples)
             else:
                 entities = self._entities(tensors, len(examples))
@@ -572,7 +587,7 @@ class PLMarker(SpanModel):
         pairs go to ``tensors``. Only the ``re_max_entities`` most confident entities of an
         example take part: an NER head early in training marks spans everywhere, and the RE
         cost grows with the square of the entities."""
-        cap = int(self.config.hyper.get("re_max_entities", 64))
+        cap = self.settings.re_max_entities
         kept = [
             sorted(sorted(range(len(spans)), key=lambda i: -spans[i].score)[:cap])
             for spans in entities
@@ -604,7 +619,7 @@ class PLMarker(SpanModel):
         ):
             if k > 0:
                 found[row].append(SpanPrediction(s, e, self.config.labels[k - 1], p))
-        if not self.config.hyper.get("nested", True):
+        if not self.settings.nested:
             found = [greedy_flat(spans) for spans in found]
         return [sorted(spans, key=lambda sp: (sp.start, sp.end)) for spans in found]
 
@@ -631,7 +646,7 @@ class PLMarker(SpanModel):
     def _ner_model(self) -> SpanModel:
         from nerx.models.base import load_model
 
-        path = str(self.config.hyper["ner_model"])
+        path = str(self.settings.ner_model)
         if self._ner_source is None or self._ner_source[0] != path:
             # A plain tuple, not a submodule: the other model's weights are not saved here.
             self._ner_source = (path, load_model(path, device=self.device))
@@ -642,7 +657,7 @@ class PLMarker(SpanModel):
         """Choose on dev the bias off the "no entity" logit (unless the entities come from
         ``ner_model``), then the one off the "no relation" logit."""
         chosen = {}
-        if not self.config.hyper.get("ner_model"):
+        if not self.settings.ner_model:
             chosen.update(self.calibrate_outside_bias(dev_score))
         if self.config.relation_labels:
             chosen.update(self.tune(dev_score, "relation_bias", OUTSIDE_BIASES))

@@ -60,6 +60,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -72,10 +73,12 @@ from nerx.models.base import (
     ModelConfig,
     Output,
     Prediction,
+    Settings,
     SpanModel,
     SpanPrediction,
     gather_words,
     register,
+    setting,
 )
 from nerx.models.encoder import encoder_layers, encoder_position_embeddings
 from nerx.models.lora import add_lora, is_lora_parameter
@@ -424,16 +427,42 @@ class BiSPABlock(nn.Module):
 
 
 # ---------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class SeNERSettings(Settings):
+    nested: bool = setting(False, "flat output unless true (training sets it from the data)")
+    attention_window: int = setting(
+        DEFAULT_ATTENTION_WINDOW, "total width of a token's attention band", at_least=0
+    )
+    logn_scaling: bool = setting(True, "scale [CLS]'s logits by max(1, log n / log logn_base)")
+    logn_base: int | None = setting(
+        None, "length the scaling counts from (null: the encoder's pretrained length)", at_least=2
+    )
+    max_length: int = setting(
+        DEFAULT_MAX_LENGTH, "subwords per window (position table)", at_least=8
+    )
+    max_span_width: int | None = setting(
+        None, "longest span in words (null: the config's max_span_length)", at_least=1
+    )
+    span_hidden: int = setting(64, "size of the biaffine span representation", at_least=1)
+    bispa_layers: int = setting(2, "stacked BiSPA blocks", at_least=0)
+    bispa_heads: int = setting(4, "attention heads in each BiSPA direction", at_least=1)
+    dropout: float = setting(0.1, "dropout in the span layers", at_least=0.0, at_most=1.0)
+    lora_rank: int = setting(0, "0: full fine-tuning; r > 0 trains rank-r adapters", at_least=0)
+    lora_alpha: float | None = setting(None, "adapter scale alpha / r (null: 2 * lora_rank)")
+
+
 @register("sener")
 class SeNER(SpanModel):
+    Settings = SeNERSettings
+
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__(config, encoder, tokenizer)
-        hyper = config.hyper
+        settings = self.settings
         self._layers = tuple(bert_like_layers(encoder))  # a tuple: not registered twice
-        window = hyper.get("attention_window", DEFAULT_ATTENTION_WINDOW)
-        self.width = hyper.get("max_span_width", config.max_span_length)
-        size = hyper.get("span_hidden", 64)
-        heads = hyper.get("bispa_heads", 4)
+        window = settings.attention_window
+        self.width = settings.max_span_width or config.max_span_length
+        size = settings.span_hidden
+        heads = settings.bispa_heads
         _check_settings(window, self.width, size, heads)
         self.half_window = window // 2
 
@@ -441,23 +470,21 @@ class SeNER(SpanModel):
         padding_idx = getattr(encoder.embeddings, "padding_idx", None)
         self.first_position = 0 if padding_idx is None else padding_idx + 1
         base = encoder_position_embeddings(encoder).num_embeddings
-        self.logn_base = hyper.get("logn_base", base - self.first_position)
-        self.logn_scaling = hyper.get("logn_scaling", True)
-        positions = extend_positions(
-            encoder, hyper.get("max_length", DEFAULT_MAX_LENGTH), self.first_position
-        )
-        longest = min(positions, hyper.get("max_length", DEFAULT_MAX_LENGTH))
+        self.logn_base = settings.logn_base or base - self.first_position
+        self.logn_scaling = settings.logn_scaling
+        positions = extend_positions(encoder, settings.max_length, self.first_position)
+        longest = min(positions, settings.max_length)
         self.window_size = min(config.window or longest, longest - self.first_position)
 
-        rank = hyper.get("lora_rank", 0)
+        rank = settings.lora_rank
         if rank:
-            add_lora(encoder, LORA_TARGETS, rank, alpha=hyper.get("lora_alpha"))
+            add_lora(encoder, LORA_TARGETS, rank, alpha=settings.lora_alpha)
 
-        dropout = hyper.get("dropout", 0.1)
+        dropout = settings.dropout
         hidden = encoder.config.hidden_size
         self.span_grid = SpanGrid(hidden, size, self.width, dropout)
         self.bispa = nn.ModuleList(
-            BiSPABlock(size, heads, dropout) for _ in range(hyper.get("bispa_layers", 2))
+            BiSPABlock(size, heads, dropout) for _ in range(settings.bispa_layers)
         )
         self.classifier = nn.Sequential(
             nn.LayerNorm(size),
@@ -524,7 +551,7 @@ class SeNER(SpanModel):
     def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
         score, label = output.tensors["logits"].float().softmax(-1).max(-1)  # (B, L, width)
         found = (label > 0) & output.tensors["span_valid"]
-        nested = self.config.hyper.get("nested") is True
+        nested = self.settings.nested
         predictions = []
         for row in range(found.size(0)):
             starts, lengths = found[row].nonzero(as_tuple=True)

@@ -32,16 +32,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nerx.errors import ConfigError
 from nerx.models.base import (
     Example,
     ModelConfig,
     Output,
     Prediction,
+    Settings,
     SpanModel,
     SpanPrediction,
     gather_words,
     register,
     sentence_mask,
+    setting,
 )
 from nerx.models.encoder import drop_last_layer, encoder_layers, encoder_position_embeddings
 
@@ -250,22 +253,50 @@ def widest_span(span_words: torch.Tensor) -> int:
     return int((span_words[:, 1] - span_words[:, 0]).max()) + 1
 
 
+@dataclass(frozen=True)
+class SpanDecSettings(Settings):
+    dropout: float = setting(0.1, "dropout in the decoder and the head", at_least=0.0, at_most=1.0)
+    decoder_heads: int | None = setting(
+        None, "attention heads of the span decoder (null: the encoder's)", at_least=1
+    )
+    position_bias: bool = setting(True, "the position-to-position attention term")
+    span_chunk: int = setting(SPAN_CHUNK, "spans decoded at once at inference", at_least=1)
+    outside_bias: float = setting(0.0, "taken off the O logit (chosen on dev after training)")
+
+
+@dataclass(frozen=True)
+class SFSpanDecSettings(SpanDecSettings):
+    filter_threshold: float = setting(
+        0.5, "token filter cut-off (chosen on dev after training)", at_least=0.0, at_most=1.0
+    )
+
+
 @register("spandec")
 class SpanDec(SpanModel):
+    Settings = SpanDecSettings
     uses_filter = False
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__(config, encoder, tokenizer)
-        hyper = config.hyper
+        settings = self.settings
         hidden = encoder.config.hidden_size
-        dropout = hyper.get("dropout", 0.1)
+        dropout = settings.dropout
+        heads = settings.decoder_heads or encoder.config.num_attention_heads
+        if hidden % heads:
+            divisors = [k for k in range(1, hidden + 1) if hidden % k == 0 and k <= 64]
+            raise ConfigError(
+                f"setting decoder_heads={heads} of model kind {self.kind} is not valid: it "
+                f"accepts a divisor of the encoder's hidden size {hidden} "
+                f"({', '.join(map(str, divisors))})",
+                hint=f"valid settings: {self.Settings.describe()}",
+            )
         last_layer = encoder_layers(encoder)[-1]
         drop_last_layer(encoder)
         self.decoder = SpanDecoderLayer(
             hidden,
-            hyper.get("decoder_heads", encoder.config.num_attention_heads),
+            heads,
             dropout,
-            position_bias=hyper.get("position_bias", True),
+            position_bias=settings.position_bias,
         )
         # Started from the layer it replaces, the decoder is pretrained, not a new head: it
         # trains at the encoder's learning rate. At the head rate its attention drifts before
@@ -372,7 +403,7 @@ class SpanDec(SpanModel):
         )
         # Spans go through the decoder and head a chunk at a time: the working set stays in
         # cache and memory stays bounded however many spans a batch has.
-        chunk = self.config.hyper.get("span_chunk", SPAN_CHUNK)
+        chunk = self.settings.span_chunk
         packed = [
             self.classifier(
                 self.head_mlp(
@@ -394,7 +425,7 @@ class SpanDec(SpanModel):
 
     def _filter(self, spans, span_mask, filter_logits):
         """Keep spans whose every word passes the filter; repack them densely (B, S', 2)."""
-        threshold = self.config.hyper.get("filter_threshold", 0.5)
+        threshold = self.settings.filter_threshold
         passing = filter_logits.sigmoid() >= threshold  # (B, W)
         # A span passes when no word in it fails: count failures with a prefix sum.
         fails = torch.cat(
@@ -420,7 +451,7 @@ class SpanDec(SpanModel):
         score, label = probs.max(-1)
         is_entity = (label > 0) & output.tensors["span_mask"]
         spans = output.tensors["spans"]
-        nested = self.config.hyper.get("nested", True)
+        nested = self.settings.nested
         predictions = []
         for row in range(len(batch["examples"])):
             found = [
@@ -438,6 +469,7 @@ class SpanDec(SpanModel):
 
 @register("sf-spandec")
 class SFSpanDec(SpanDec):
+    Settings = SFSpanDecSettings
     uses_filter = True
 
     def calibrate(self, dev_score) -> dict[str, Any]:

@@ -9,6 +9,7 @@ reduced to the outermost.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,20 +22,30 @@ from nerx.models.base import (
     ModelConfig,
     Output,
     Prediction,
+    Settings,
     SpanModel,
     SpanPrediction,
     gather_words,
     register,
     sentence_mask,
+    setting,
 )
+
+
+@dataclass(frozen=True)
+class TokenSettings(Settings):
+    dropout: float = setting(0.1, "dropout before the tag classifier", at_least=0.0, at_most=1.0)
+    outside_bias: float = setting(0.0, "taken off the O logit (chosen on dev after training)")
 
 
 @register("token")
 class TokenClassifier(SpanModel):
+    Settings = TokenSettings
+
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__(config, encoder, tokenizer)
         hidden = encoder.config.hidden_size
-        self.dropout = nn.Dropout(config.hyper.get("dropout", 0.1))
+        self.dropout = nn.Dropout(self.settings.dropout)
         # Tag 0 is O; label k (1-based) has B = 2k - 1 and I = 2k.
         self.classifier = nn.Linear(hidden, 1 + 2 * len(config.labels))
 
