@@ -411,9 +411,14 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
             hint="give a directory written by `nerx train`, or a bundled model name",
         )
     try:
-        config = ModelConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+        config = ModelConfig.from_dict(data)
     except (json.JSONDecodeError, TypeError) as exc:
         raise ModelError(f"{config_path} is not a valid model config: {exc}") from None
+    if data.get("backend", "pytorch") == "onnx":  # written by `nerx export`
+        from nerx.backends.ort import load_onnx_model
+
+        return load_onnx_model(root, data, device=device)
     cls = model_class(config.kind)
     if not (root / WEIGHTS_NAME).is_file():
         raise ModelError(f"{root} has no {WEIGHTS_NAME}", hint="copy the whole model directory")
