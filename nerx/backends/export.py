@@ -162,9 +162,25 @@ def _optimize(source: Path, target: Path) -> None:
 
 def _quantize(source: Path, target: Path) -> None:
     """Dynamic int8: weights stored in int8, activations quantized per batch at run time."""
+    import logging
+
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice to the root logger
+    try:
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            # The optimizer's fused nodes (SkipLayerNormalization...) carry no type that
+            # ONNX shape inference knows; their outputs are float.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.setLevel(level)
 
 
 def _write_directory(model, graph, out: Path, precision: str, opset: int, source) -> None:

@@ -55,6 +55,9 @@ def extract_command(
         None, "--from", "-f", help="Input format, when detection is not enough."
     ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    threads: int | None = typer.Option(
+        None, min=1, help="CPU threads for the model (PyTorch and ONNX Runtime); default: all."
+    ),
     batch_size: int = typer.Option(32, min=1, help="Windows per forward pass."),
     threshold: float = typer.Option(
         0.0, min=0.0, max=1.0, help="Drop entities and relations scored below this."
@@ -67,6 +70,10 @@ def extract_command(
     from nerx.pipeline import ExtractionStats, extract
     from nerx.runtime import resolve_device
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # ONNX Runtime sessions take torch's thread count
     model = load_model(model_path, device=resolve_device(device))
     target_format = to_format or (
         "jsonl" if output == "-" else detect_format(output, for_writing=True)
