@@ -67,14 +67,17 @@ def session(path: Path, device: torch.device | str = "cpu", threads: int | None 
 class OnnxBackend:
     """Mixed in front of a kind's class: the same model, its forward pass on ONNX Runtime."""
 
-    def __init__(self, config: ModelConfig, section: dict[str, Any], tokenizer, runner) -> None:
+    def __init__(
+        self, config: ModelConfig, section: dict[str, Any], precision: str, tokenizer, runner
+    ) -> None:
         # The kind's own __init__ builds torch layers; the shared base sets up everything
         # prepare, collate and decode read (labels, windows, special tokens).
         window = int(section["window_size"])
         stand_in = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=window))
         SpanModel.__init__(self, config, stand_in, tokenizer)  # type: ignore[arg-type]
         self.window_size = window
-        self.precision = section.get("precision", "fp32")
+        #: "fp32" or "int8": how the exported weights are stored.
+        self.precision = precision
         self._inputs = list(section["inputs"])
         self._outputs = list(section["outputs"])
         self._runner = runner
@@ -139,7 +142,8 @@ def load_onnx_model(
         raise ModelError(f"{root} has no {GRAPH_FILE}", hint="copy the whole model directory")
     tokenizer = WordTokenizer(root, section.get("tokenizer", {}))
     runner = session(root / GRAPH_FILE, device, threads)
-    model = onnx_model_class(config.kind)(config, section, tokenizer, runner)
+    precision = str(data.get("precision", "fp32"))
+    model = onnx_model_class(config.kind)(config, section, precision, tokenizer, runner)
     model.eval()
     return model
 
