@@ -30,7 +30,12 @@ except ImportError:  # CI installs the onnx extra: there, its absence is a failu
         raise
     pytest.skip('needs onnxruntime: pip install "nerx[onnx]"', allow_module_level=True)
 
-EXPORTED_KINDS = ["token", "spandec", "sf-spandec"]
+EXPORTED_KINDS = ["token", "spandec", "sf-spandec", "iter"]
+#: Thresholds under which the random heads predict much (iter's output prior is about 5%).
+HYPER = {
+    "sf-spandec": {"filter_threshold": 0.45},
+    "iter": {"left_threshold": 0.04, "span_threshold": 0.047, "link_threshold": 0.047},
+}
 LABELS = ["PER", "ORG", "LOC", "MISC"]
 CORPORA = ["news.jsonl", "news_raw.jsonl"]
 
@@ -44,7 +49,12 @@ def sample_docs() -> list:
 
 
 def rows(docs) -> list[list[tuple]]:
-    return [[(e.start, e.end, e.label, e.score) for e in doc.entities] for doc in docs]
+    """Entities, then relations (as head, tail, label, score), per document."""
+    return [
+        [(e.start, e.end, e.label, e.score) for e in doc.entities]
+        + [(r.head, r.tail, r.label, r.score) for r in doc.relations]
+        for doc in docs
+    ]
 
 
 def assert_same_entities(expected, got, tolerance: float = 1e-4) -> None:
@@ -64,9 +74,14 @@ def pair(request, tiny_encoder, tmp_path_factory):
     encoder. A random model predicts many entities of every label: much to compare."""
     kind = request.param
     torch.manual_seed(7)
-    # A low filter threshold keeps sf-spandec's random filter from dropping every span.
-    hyper = {"filter_threshold": 0.45} if kind == "sf-spandec" else {}
-    config = ModelConfig(kind=kind, labels=LABELS, encoder=tiny_encoder, hyper=hyper)
+    relations = ["Work_For", "Live_In"] if kind == "iter" else []
+    config = ModelConfig(
+        kind=kind,
+        labels=LABELS,
+        relation_labels=relations,
+        encoder=tiny_encoder,
+        hyper=dict(HYPER.get(kind, {})),
+    )
     model = model_class(kind).create(config).eval()
     source = save_model(model, tmp_path_factory.mktemp(f"torch-{kind}") / "model")
     target = tmp_path_factory.mktemp(f"onnx-{kind}") / "model"
@@ -80,11 +95,14 @@ def pair(request, tiny_encoder, tmp_path_factory):
 def test_export_finds_the_same_entities_as_pytorch(pair, batch_size):
     kind, source, target = pair
     docs = sample_docs()
-    expected = rows(predict_documents(load_model(source), docs, batch_size=batch_size))
+    reference = predict_documents(load_model(source), docs, batch_size=batch_size)
     exported = load_model(target)
     assert exported.kind == kind and exported.precision == "fp32"
     got = rows(predict_documents(exported, docs, batch_size=batch_size))
-    assert sum(map(len, expected)) > 10
+    expected = rows(reference)
+    assert sum(len(doc.entities) for doc in reference) > 10
+    if kind == "iter":
+        assert sum(len(doc.relations) for doc in reference) > 0
     assert_same_entities(expected, got)
 
 
@@ -204,13 +222,14 @@ def test_bundled_model_in_int8_agrees_on_99_percent_of_entities(bundled_exports)
 # --------------------------------------------------------------------------- failures
 def test_kind_that_does_not_export_is_exit_2_naming_it(tiny_encoder, tmp_path):
     torch.manual_seed(0)
-    config = ModelConfig(kind="iter", labels=LABELS, encoder=tiny_encoder)
-    source = save_model(model_class("iter").create(config), tmp_path / "iter")
+    kind = "sener"
+    config = ModelConfig(kind=kind, labels=LABELS, encoder=tiny_encoder)
+    source = save_model(model_class(kind).create(config), tmp_path / kind)
     target = tmp_path / "out"
     result = export(str(source), "-o", str(target))
     assert result.exit_code == 2
-    assert "'iter' cannot be exported" in result.stderr and "Traceback" not in result.output
-    assert not target.exists() and [p.name for p in tmp_path.iterdir()] == ["iter"]
+    assert "'sener' cannot be exported" in result.stderr and "Traceback" not in result.output
+    assert not target.exists() and [p.name for p in tmp_path.iterdir()] == [kind]
 
 
 def test_export_into_a_non_empty_directory_is_exit_2(pair, tmp_path):

@@ -65,7 +65,7 @@ def export_model(
 ) -> ExportReport:
     """Export ``model`` to ``output``: ``model.onnx``, the tokenizer and a ``config.json``
     that says ``"backend": "onnx"`` and the precision."""
-    from nerx.backends.graphs import GRAPHS
+    from nerx.backends.graphs import EXPORTS
     from nerx.models.base import CONFIG_NAME, load_model
 
     if quantize not in QUANTIZATIONS:
@@ -78,27 +78,20 @@ def export_model(
     loaded = load_model(model, device="cpu")
     if getattr(loaded, "precision", None) is not None:
         raise ConfigError(f"{model} is an exported ONNX model already; export its source model")
-    if loaded.kind not in GRAPHS:
+    if loaded.kind not in EXPORTS:
         raise ModelError(
             f"model kind {loaded.kind!r} cannot be exported to ONNX",
-            hint=f"kinds that export: {', '.join(sorted(GRAPHS))}",
+            hint=f"kinds that export: {', '.join(sorted(EXPORTS))}",
         )
-    graph = GRAPHS[loaded.kind](loaded).eval()
+    how = EXPORTS[loaded.kind]
     precision = "int8" if quantize == "int8" else "fp32"
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        raw = work / "traced.onnx"
-        _trace(graph, loaded, raw, opset)
         final = work / "model"
         final.mkdir()
-        optimized = work / "optimized.onnx"
-        _optimize(raw, optimized)
-        if precision == "int8":
-            _quantize(optimized, final / "model.onnx")
-        else:
-            shutil.move(optimized, final / "model.onnx")
-        _write_directory(loaded, graph, final, precision, opset, model)
+        graphs = _export_graphs(how, loaded, work, final, precision, opset)
+        _write_directory(loaded, graphs, final, precision, opset, model)
         if out.exists():
             out.rmdir()  # empty, as check_target made sure
         final.rename(out)
@@ -122,26 +115,39 @@ def trace_batch(model) -> dict:
     return model.collate(examples)
 
 
-def _trace(graph, model, path: Path, opset: int) -> None:
+def _export_graphs(how, model, work: Path, final: Path, precision: str, opset: int) -> dict:
+    """Trace, optimize (and quantize) each graph of the kind; what config.json records."""
+    modules = how.modules(model)
+    examples = how.trace_inputs(model, trace_batch(model))
+    graphs = {}
+    for name, (inputs, outputs) in how.signature(model.config).items():
+        raw, optimized = work / f"{name}.traced.onnx", work / f"{name}.optimized.onnx"
+        file = f"{name}.onnx"
+        args = tuple(examples[name][key] for key in inputs)
+        axes = {key: how.axes[key] for key in (*inputs, *outputs) if key in how.axes}
+        _trace(modules[name].eval(), args, inputs, outputs, axes, raw, opset)
+        _optimize(raw, optimized)
+        if precision == "int8":
+            _quantize(optimized, final / file)
+        else:
+            shutil.move(optimized, final / file)
+        graphs[name] = {"file": file, "inputs": list(inputs), "outputs": list(outputs)}
+    return graphs
+
+
+def _trace(module, args, inputs, outputs, axes, path: Path, opset: int) -> None:
     import torch
 
-    batch = trace_batch(model)
-    if "filter_threshold" in graph.inputs:
-        batch["filter_threshold"] = torch.tensor(0.5)
-    args = tuple(batch[name] for name in graph.inputs)
-    axes = {
-        name: graph.axes[name] for name in (*graph.inputs, *graph.outputs) if name in graph.axes
-    }
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         # The tracer warns about every Python int it records; the graph is checked by tests.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            graph,
+            module,
             args,
             str(path),
             dynamo=False,
-            input_names=list(graph.inputs),
-            output_names=list(graph.outputs),
+            input_names=list(inputs),
+            output_names=list(outputs),
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,
@@ -183,8 +189,8 @@ def _quantize(source: Path, target: Path) -> None:
         root.setLevel(level)
 
 
-def _write_directory(model, graph, out: Path, precision: str, opset: int, source) -> None:
-    from nerx.backends.ort import BACKEND, GRAPH_FILE, SECTION
+def _write_directory(model, graphs, out: Path, precision: str, opset: int, source) -> None:
+    from nerx.backends.ort import BACKEND, SECTION
     from nerx.backends.tokenizer import special_ids
     from nerx.bundled import CARD_NAME, resolve
     from nerx.models.base import CONFIG_NAME
@@ -200,9 +206,7 @@ def _write_directory(model, graph, out: Path, precision: str, opset: int, source
         precision=precision,
         **{
             SECTION: {
-                "file": GRAPH_FILE,
-                "inputs": list(graph.inputs),
-                "outputs": list(graph.outputs),
+                "graphs": graphs,
                 "window_size": model.window_size,
                 "opset": opset,
                 "exported_from": str(source),

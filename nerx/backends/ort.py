@@ -22,7 +22,6 @@ from nerx.errors import ModelError
 from nerx.models.base import ModelConfig, Output, SpanModel, model_class
 
 BACKEND = "onnx"
-GRAPH_FILE = "model.onnx"
 #: What the ``onnx`` section of an exported ``config.json`` holds.
 SECTION = "onnx"
 
@@ -68,7 +67,7 @@ class OnnxBackend:
     """Mixed in front of a kind's class: the same model, its forward pass on ONNX Runtime."""
 
     def __init__(
-        self, config: ModelConfig, section: dict[str, Any], precision: str, tokenizer, runner
+        self, config: ModelConfig, section: dict[str, Any], precision: str, tokenizer, sessions
     ) -> None:
         # The kind's own __init__ builds torch layers; the shared base sets up everything
         # prepare, collate and decode read (labels, windows, special tokens).
@@ -78,9 +77,11 @@ class OnnxBackend:
         self.window_size = window
         #: "fp32" or "int8": how the exported weights are stored.
         self.precision = precision
-        self._inputs = list(section["inputs"])
-        self._outputs = list(section["outputs"])
-        self._runner = runner
+        self._graphs = section["graphs"]
+        self._sessions = sessions
+        from nerx.backends.graphs import EXPORTS
+
+        EXPORTS[config.kind].attach(self)
 
     @property
     def device(self) -> torch.device:
@@ -89,26 +90,19 @@ class OnnxBackend:
     def head_parameter_names(self) -> set[str]:
         return set()
 
-    def forward(self, batch: dict[str, Any]) -> Output:  # type: ignore[override]
-        from nerx.backends.graphs import GRAPHS
-
-        if "filter_threshold" in self._inputs:
-            threshold = float(self.config.hyper.get("filter_threshold", 0.5))
-            batch["filter_threshold"] = torch.tensor(threshold, dtype=torch.float32)
-        feed = {name: _numpy(batch[name]) for name in self._inputs}
-        results = self._runner.run(self._outputs, feed)
-        outputs = {
-            name: torch.from_numpy(value)
-            for name, value in zip(self._outputs, results, strict=True)
+    def _run(self, name: str, tensors: dict[str, Any]) -> dict[str, torch.Tensor]:
+        graph = self._graphs[name]
+        feed = {key: tensors[key].detach().cpu().numpy() for key in graph["inputs"]}
+        results = self._sessions[name].run(graph["outputs"], feed)
+        return {
+            key: torch.from_numpy(value)
+            for key, value in zip(graph["outputs"], results, strict=True)
         }
-        graph = GRAPHS[self.kind]
-        return Output(
-            tensors=graph.output_tensors(outputs, batch), stats=graph.stats(outputs, batch)
-        )
 
+    def forward(self, batch: dict[str, Any]) -> Output:  # type: ignore[override]
+        from nerx.backends.graphs import EXPORTS
 
-def _numpy(tensor: torch.Tensor):
-    return tensor.detach().cpu().numpy()
+        return EXPORTS[self.kind].infer(self.config, self._run, batch)
 
 
 @cache
@@ -126,24 +120,30 @@ def load_onnx_model(
     threads: int | None = None,
 ) -> SpanModel:
     """Load an exported model directory (``data`` is its parsed ``config.json``)."""
-    from nerx.backends.graphs import GRAPHS
+    from nerx.backends.graphs import EXPORTS
     from nerx.backends.tokenizer import WordTokenizer
 
     config = ModelConfig.from_dict(data)
     section = data.get(SECTION)
-    if not isinstance(section, dict) or not {"inputs", "outputs", "window_size"} <= set(section):
+    if not isinstance(section, dict) or not {"graphs", "window_size"} <= set(section):
         raise ModelError(
             f"{root / 'config.json'} says backend onnx but has no complete {SECTION!r} section",
             hint="export the model again with `nerx export`",
         )
-    if config.kind not in GRAPHS:
+    if config.kind not in EXPORTS:
         raise ModelError(f"{root}: model kind {config.kind!r} has no ONNX backend")
-    if not (root / GRAPH_FILE).is_file():
-        raise ModelError(f"{root} has no {GRAPH_FILE}", hint="copy the whole model directory")
+    for graph in section["graphs"].values():
+        if not (root / graph["file"]).is_file():
+            raise ModelError(
+                f"{root} has no {graph['file']}", hint="copy the whole model directory"
+            )
     tokenizer = WordTokenizer(root, section.get("tokenizer", {}))
-    runner = session(root / GRAPH_FILE, device, threads)
+    sessions = {
+        name: session(root / graph["file"], device, threads)
+        for name, graph in section["graphs"].items()
+    }
     precision = str(data.get("precision", "fp32"))
-    model = onnx_model_class(config.kind)(config, section, precision, tokenizer, runner)
+    model = onnx_model_class(config.kind)(config, section, precision, tokenizer, sessions)
     model.eval()
     return model
 
