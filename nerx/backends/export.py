@@ -167,7 +167,8 @@ def _optimize(source: Path, target: Path) -> None:
 
 
 def _quantize(source: Path, target: Path) -> None:
-    """Dynamic int8: weights stored in int8, activations quantized per batch at run time."""
+    """Dynamic int8: weights stored in int8 (per channel), activations quantized per batch at
+    run time."""
     import logging
 
     import onnx
@@ -181,6 +182,9 @@ def _quantize(source: Path, target: Path) -> None:
             str(source),
             str(target),
             weight_type=QuantType.QInt8,
+            # A scale per output channel: on CoNLL-2003 it keeps int8 within 0.1 F1 of fp32,
+            # where one scale per matrix loses a point.
+            per_channel=True,
             # The optimizer's fused nodes (SkipLayerNormalization...) carry no type that
             # ONNX shape inference knows; their outputs are float.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
