@@ -219,6 +219,17 @@ def test_bundled_model_in_int8_agrees_on_99_percent_of_entities(bundled_exports)
     assert size("int8") < size("none") / 3
 
 
+@pytest.mark.slow
+def test_bundled_relation_model_exports_with_the_same_entities_and_relations(tmp_path):
+    result = export("news-re", "-o", str(tmp_path / "news-re"))
+    assert result.exit_code == 0, result.output
+    docs = sample_docs()
+    reference = predict_documents(load_model("news-re"), docs)
+    assert sum(len(doc.relations) for doc in reference) > 0
+    got = rows(predict_documents(load_model(tmp_path / "news-re"), docs))
+    assert_same_entities(rows(reference), got)
+
+
 # --------------------------------------------------------------------------- failures
 def test_kind_that_does_not_export_is_exit_2_naming_it(tiny_encoder, tmp_path):
     torch.manual_seed(0)

@@ -9,11 +9,11 @@ from nerx.cli.common import err_console, handles_errors
 HELP = """Export a trained or bundled model to ONNX, for fast extraction with ONNX Runtime.
 
 The encoder and the model's heads go into one graph (dynamic batch and sequence length),
-optimized by ONNX Runtime; --quantize int8 stores the weights in int8 (dynamic quantization),
+optimized by ONNX Runtime; --quantize int8 stores the encoder in int8 (dynamic quantization),
 about a quarter of the size and faster on a CPU. The output is an ordinary nerx model
 directory: give it to nerx extract --model, nerx.load or the spaCy component.
 
-Kinds that export: token, spandec, sf-spandec. Needs the onnx extra:
+Kinds that export: token, spandec, sf-spandec, iter. Needs the onnx extra:
 pip install "nerx[onnx]".
 
 [dim]Examples:[/]
