@@ -14,7 +14,7 @@ about a quarter of the size and faster on a CPU. The output is an ordinary nerx 
 directory: give it to nerx extract --model, nerx.load or the spaCy component.
 
 Kinds that export: token, spandec, sf-spandec, iter. Needs the onnx extra:
-pip install "nerx[onnx]".
+pip install "nerx\\[onnx]".
 
 [dim]Examples:[/]
   nerx export news-ner -o news-ner-int8 --quantize int8
