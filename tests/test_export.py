@@ -299,6 +299,19 @@ def test_loading_an_export_without_onnxruntime_says_how_to_install(pair, without
     assert result.exit_code == 2 and 'pip install "nerx[onnx]"' in result.stderr
 
 
+def test_a_graph_that_fails_to_export_is_exit_2_leaving_nothing(pair, tmp_path, monkeypatch):
+    from nerx.backends import export as exporting
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::frobnicate' is not supported\nmore")
+
+    monkeypatch.setattr(exporting, "_trace", unsupported)
+    _, source, _ = pair
+    result = export(str(source), "-o", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "aten::frobnicate" in result.stderr
+    assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []
+
+
 def test_an_export_of_an_export_is_refused(pair, tmp_path):
     _, _, target = pair
     result = export(str(target), "-o", str(tmp_path / "again"))

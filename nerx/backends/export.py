@@ -127,12 +127,23 @@ def _export_graphs(how, model, work: Path, final: Path, precision: str, opset: i
         file = f"{name}.onnx"
         args = tuple(examples[name][key] for key in inputs)
         axes = {key: how.axes[key] for key in (*inputs, *outputs) if key in how.axes}
-        _trace(modules[name].eval(), args, inputs, outputs, axes, raw, opset)
-        _optimize(raw, optimized)
-        if precision == "int8":
-            _quantize(optimized, final / file)
-        else:
-            shutil.move(optimized, final / file)
+        try:
+            _trace(modules[name].eval(), args, inputs, outputs, axes, raw, opset)
+            _optimize(raw, optimized)
+            if precision == "int8":
+                _quantize(optimized, final / file)
+            else:
+                shutil.move(optimized, final / file)
+        except Exception as exc:  # noqa: BLE001
+            # torch.onnx and onnxruntime raise many types (onnxruntime's subclass Exception
+            # alone) for an operator or an encoder they cannot handle.
+            first_line = (
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            )
+            raise ModelError(
+                f"cannot export the {model.kind} model's {name} graph: {first_line}",
+                hint="try another --opset, or a BERT-like encoder",
+            ) from None
         graphs[name] = {"file": file, "inputs": list(inputs), "outputs": list(outputs)}
     return graphs
 
