@@ -9,7 +9,14 @@ Systems, each timed over the same documents with the same batch size:
   very length-sorted batches the models build: no tokenising, no head, no decoding. A model
   on that encoder only beats it by doing less encoder work (SpanDec drops the last layer);
 * ``peer``: a Hugging Face ``token-classification`` pipeline on the same encoder with a fresh,
-  untrained 9-label head, fed the sentences as space-joined strings: speed only.
+  untrained 9-label head, fed the sentences as space-joined strings: speed only;
+* ``spacy`` (``--peer-spacy PIPELINE``): a trained spaCy pipeline's NER (its tok2vec and ner
+  components only) on the same pre-split words, through ``nlp.pipe`` with the pipeline's own
+  batch size.
+
+A model exported with ``nerx export`` (ONNX Runtime, fp32 or int8) is one more
+``--model NAME=DIR``; its kind shows the backend. With gold entities in the data, each
+model's entity F1 (strict, micro) is reported beside its speed.
 
 By default every system runs in a fresh copy of this script (hidden ``--only SYSTEM``), so its
 peak memory is its own and one system's caches do not warm the next.
@@ -37,7 +44,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "conll2003" / "eng.testb"
-CEILING, PEER = "ceiling", "peer"
+CEILING, PEER, SPACY = "ceiling", "peer", "spacy"
 #: The peer's head has CoNLL-2003's BIO tags; only its size matters for speed.
 PEER_TAGS = ["O"] + [f"{p}-{label}" for label in ("PER", "ORG", "LOC", "MISC") for p in "BI"]
 OUT_SUFFIXES = (".json", ".csv")
@@ -48,6 +55,9 @@ examples:
   # CoNLL-2003 test, first 1000 sentences, the three NER models
   python benchmarks/throughput.py --model token=runs/conll2003/token \\
       --model spandec=runs/conll2003/spandec --model sf-spandec=runs/conll2003/sf-spandec
+  # an exported int8 model beside its PyTorch self and spaCy's small English pipeline
+  python benchmarks/throughput.py --model news-ner=nerx/bundled/news-ner \\
+      --model news-ner-int8=runs/news-ner-int8 --peer-spacy en_core_web_sm --threads 2
   # CoNLL04 test (SpERT JSON, one sentence per document) with a relation model, on a GPU
   python benchmarks/throughput.py --data ../shared/data/conll04/conll04_test.json \\
       --from spert --limit 0 --model itr=runs/conll04/iter --device cuda --out conll04.csv
@@ -57,6 +67,8 @@ figures:
                    each after one untimed warm-up batch
   x ceiling        speed relative to the bare encoder forward pass (1.0 = as fast)
   x peer           speed relative to the Hugging Face pipeline (above 1.0 = faster)
+  x spacy          speed relative to the spaCy pipeline of --peer-spacy (above 1.0 = faster)
+  F1               strict entity F1 (micro, %) against the data's gold entities, models only
   kept             spans kept by a model's filter / candidate spans (sf-spandec)
   peak RSS         highest resident memory of the process that measured the system, from
                    loading it on (Linux VmHWM, reset through /proc/self/clear_refs; elsewhere
@@ -75,7 +87,7 @@ def model_spec(text: str) -> tuple[str, str]:
         name, path = Path(text).name, text
     if not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
-    if name in (CEILING, PEER):
+    if name in (CEILING, PEER, SPACY):
         raise argparse.ArgumentTypeError(f"{name!r} names a yardstick; call the model otherwise")
     if not (Path(path) / "config.json").is_file():
         raise argparse.ArgumentTypeError(f"{path} is not a nerx model directory (no config.json)")
@@ -125,6 +137,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         choices=["none", "simple", "first", "average", "max"],
         help="the pipeline's aggregation_strategy; simple groups tags into entities, as nerx "
         "returns entities (default: simple)")  # fmt: skip
+    add("--peer-spacy", metavar="PIPELINE",
+        help="also time this installed spaCy pipeline's NER (tok2vec + ner) on the same "
+        "words, e.g. en_core_web_sm")  # fmt: skip
     add("--peer-sorted", action="store_true",
         help="feed the pipeline its sentences sorted by subword length, as nerx sorts its "
         "windows internally (default: input order, which is what a pipeline user gets)")  # fmt: skip
@@ -145,9 +160,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--limit must be 0 (all) or positive")
     if args.out and Path(args.out).suffix.lower() not in OUT_SUFFIXES:
         parser.error(f"--out must end in {' or '.join(OUT_SUFFIXES)}")
-    if not (args.models or not args.no_ceiling or not args.no_peer):
+    if not (args.models or args.peer_spacy or not args.no_ceiling or not args.no_peer):
         parser.error("nothing to measure: give --model, or drop --no-ceiling / --no-peer")
-    if args.only and args.only not in [*names, CEILING, PEER]:
+    if args.only and args.only not in [*names, CEILING, PEER, SPACY]:
         parser.error(f"--only {args.only}: no such system")
     args.argv = list(argv)
     return args
@@ -155,7 +170,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def systems(args: argparse.Namespace) -> list[str]:
     names = [name for name, _ in args.models]
-    return names + ([] if args.no_ceiling else [CEILING]) + ([] if args.no_peer else [PEER])
+    peers = ([] if args.no_peer else [PEER]) + ([SPACY] if args.peer_spacy else [])
+    return names + ([] if args.no_ceiling else [CEILING]) + peers
 
 
 # ---------------------------------------------------------------------- results
@@ -176,6 +192,8 @@ class Result:
     relations: int | None = None
     #: Model counters summed over one run (e.g. candidate spans and spans kept by a filter).
     model_stats: dict[str, float] = field(default_factory=dict)
+    #: Strict entity F1 (%) against the data's gold entities (models only, when it has some).
+    f1: float | None = None
 
     @property
     def seconds(self) -> float:
@@ -325,18 +343,22 @@ def batches_for(args: argparse.Namespace, docs: Sequence) -> list[dict]:
 def measure_model(path: str, docs: Sequence, args, device) -> dict:
     from nerx.models import load_model
     from nerx.pipeline import ExtractionStats, predict_documents
+    from nerx.scoring import evaluate
 
     model = load_model(path, device=device)
 
-    def run() -> ExtractionStats:
+    def run() -> tuple[ExtractionStats, list]:
         stats = ExtractionStats()
-        predict_documents(model, docs, batch_size=args.batch_size, stats=stats)
-        return stats
+        predicted = predict_documents(model, docs, batch_size=args.batch_size, stats=stats)
+        return stats, predicted
 
     predict_documents(model, docs[: args.batch_size], batch_size=args.batch_size)  # warm-up
-    runs, stats = timed(run, args.repeats, device)
+    runs, (stats, predicted) = timed(run, args.repeats, device)
+    has_gold = any(doc.entities for doc in docs)
+    precision = getattr(model, "precision", None)  # set on models exported to ONNX
     return {
-        "kind": model.config.kind,
+        "kind": model.config.kind + (f" (onnx {precision})" if precision else ""),
+        "f1": 100 * evaluate(docs, predicted).entities.f1 if has_gold else None,
         "trained": bool(model.config.training),  # nerx train records how; create() does not
         "runs": runs,
         "entities": stats.entities,
@@ -406,6 +428,31 @@ def measure_peer(docs: Sequence, args, device) -> dict:
     return {"kind": f"hf pipeline ({args.peer_aggregation})", "trained": False, "runs": runs}
 
 
+def measure_spacy(docs: Sequence, args) -> dict:
+    """A spaCy pipeline's NER on the same words: Docs built from the pre-split words (no
+    tokenizer), run through its tok2vec and ner only, with its own batch size."""
+    import spacy
+    from spacy.tokens import Doc
+
+    keep = {"tok2vec", "ner"}
+    nlp = spacy.load(args.peer_spacy)
+    if "ner" not in nlp.pipe_names:
+        raise SystemExit(f"error: spaCy pipeline {args.peer_spacy} has no ner component")
+    nlp.select_pipes(enable=[name for name in nlp.pipe_names if name in keep])
+    words = [[doc.text[s:e] for s, e in doc.tokens] for doc in docs]
+
+    def run() -> int:
+        fresh = (Doc(nlp.vocab, words=w) for w in words)
+        return sum(len(doc.ents) for doc in nlp.pipe(fresh))
+
+    list(nlp.pipe(Doc(nlp.vocab, words=w) for w in words[: args.batch_size]))  # warm-up
+    import torch
+
+    runs, entities = timed(run, args.repeats, torch.device("cpu"))
+    kind = f"spacy {args.peer_spacy} ({'+'.join(nlp.pipe_names)})"
+    return {"kind": kind, "trained": True, "runs": runs, "entities": entities}
+
+
 def measure(system: str, args, docs: Sequence, batches: list[dict] | None) -> Result:
     """Load and time one system in this process."""
     import torch
@@ -421,6 +468,8 @@ def measure(system: str, args, docs: Sequence, batches: list[dict] | None) -> Re
         figures = measure_ceiling(batches, args, device)
     elif system == PEER:
         figures = measure_peer(docs, args, device)
+    elif system == SPACY:
+        figures = measure_spacy(docs, args)
     else:
         figures = measure_model(dict(args.models)[system], docs, args, device)
     return Result(
@@ -491,7 +540,7 @@ def measure_all(args) -> tuple[dict[str, Any], list[Result]]:
 # ---------------------------------------------------------------------- reporting
 def rows(results: list[Result]) -> list[dict[str, Any]]:
     by_name = {r.system: r for r in results}
-    ceiling, peer = by_name.get(CEILING), by_name.get(PEER)
+    ceiling, peer, spacy = by_name.get(CEILING), by_name.get(PEER), by_name.get(SPACY)
     return [
         {
             **{k: v for k, v in asdict(r).items() if k != "model_stats"},
@@ -500,6 +549,7 @@ def rows(results: list[Result]) -> list[dict[str, Any]]:
             "words_per_s": r.words_per_s,
             "vs_ceiling": r.ratio(ceiling),
             "vs_peer": r.ratio(peer),
+            "vs_spacy": r.ratio(spacy),
             "kept_fraction": r.kept_fraction,
             "model_stats": r.model_stats,
         }
@@ -522,6 +572,11 @@ def notes_for(settings: dict[str, Any], results: list[Result]) -> list[str]:
         notes.append(
             f"untrained (no training record): {', '.join(untrained)}. Speeds that depend on "
             "predictions (a filter's kept spans, decoded entities) are not meaningful for them."
+        )
+    if any(r.system == SPACY for r in results):
+        notes.append(
+            "spacy: tok2vec + ner of the pipeline on Docs of the same words (no tokenizer), "
+            "nlp.pipe with its own batch size; its labels differ, so it has no F1 here."
         )
     notes.append(memory_note(settings["isolated"], results))
     return notes
@@ -553,8 +608,8 @@ def show(settings: dict[str, Any], table_rows: list[dict[str, Any]], notes: list
         f"| best of {settings['repeats']} | load avg {settings['load_average'][0]:.2f}"
     )
     table = Table(title=title, title_justify="left")
-    columns = ["system", "kind", "trained", "docs/s", "words/s", "x ceiling", "x peer", "kept"]
-    columns += ["peak RSS"] + (["peak GPU"] if gpu else [])
+    columns = ["system", "kind", "trained", "docs/s", "words/s", "x ceiling", "x peer"]
+    columns += ["x spacy", "kept", "F1", "peak RSS"] + (["peak GPU"] if gpu else [])
     for name in columns:
         left = name in ("system", "kind", "trained")
         table.add_column(name, justify="left" if left else "right", no_wrap=True)
@@ -568,7 +623,9 @@ def show(settings: dict[str, Any], table_rows: list[dict[str, Any]], notes: list
             fmt(row["words_per_s"], ",.0f"),
             fmt(row["vs_ceiling"], ".2f"),
             fmt(row["vs_peer"], ".2f"),
+            fmt(row["vs_spacy"], ".2f"),
             fmt(row["kept_fraction"], ".1%"),
+            fmt(row["f1"], ".2f"),
             fmt(row["peak_rss_mib"], ",.0f", " MiB"),
         ]
         if gpu:

@@ -38,9 +38,9 @@ def _root(
 
 
 def _register() -> None:
-    from nerx.cli import convert, evaluate, extract, models, train
+    from nerx.cli import convert, evaluate, export, extract, models, train
 
-    for module in (convert, train, extract, evaluate, models):
+    for module in (convert, train, extract, evaluate, models, export):
         module.register(app)
 
 

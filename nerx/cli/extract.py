@@ -72,6 +72,9 @@ def extract_command(
         None, "--from", "-f", help="Input format, when detection is not enough."
     ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    threads: int | None = typer.Option(
+        None, min=1, help="CPU threads for the model (PyTorch and ONNX Runtime); default: all."
+    ),
     batch_size: int = typer.Option(32, min=1, help="Windows per forward pass."),
     threshold: float = typer.Option(
         0.0, min=0.0, max=1.0, help="Drop entities and relations scored below this."
@@ -120,6 +123,10 @@ def extract_command(
     read_options = source_options(
         source_format, text_column=text_column, id_column=id_column, annotator=annotator
     )
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # ONNX Runtime sessions take torch's thread count
     place = ranks()
     resolved = resolve_device(device)
     model = load_model(model_path, device=resolved)

@@ -647,6 +647,11 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
 
     root = resolve(path)
     config = read_model_config(root)
+    data = json.loads((root / CONFIG_NAME).read_bytes())  # read and checked just above
+    if data.get("backend", "pytorch") == "onnx":  # written by `nerx export`
+        from nerx.backends.ort import load_onnx_model
+
+        return load_onnx_model(root, data, device=device)
     cls = model_class(config.kind)
     state = _read_weights(root / WEIGHTS_NAME)
     _check_tokenizer_file(root)

@@ -72,7 +72,9 @@ def expand_state(
     stored: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """The full state dict: ``pretrained`` plus the stored changes, and the stored heads."""
-    state = {k: v.clone() for k, v in pretrained.items()}
+    # Every changed tensor below is a new one, so the pretrained ones are shared, not copied
+    # (a copy of the whole encoder cost a noticeable part of loading a bundled model).
+    state = dict(pretrained)
     for key, tensor in stored.items():
         if key.endswith(RIGHT) or key.endswith(SCALE):
             continue

@@ -211,10 +211,10 @@ class SpanDecoderLayer(nn.Module):
         heads, d = self.heads, self.head_dim
         h = heads * d
         offset = span_words[:, 1] - span_words[:, 0]
-        # The start word's start row and the last word's end row, in one gather.
-        own = states.rows.index_select(
-            0, (span_words + span_words.new_tensor([0, states.words])).flatten()
-        ).view(-1, 2, 3 * h + 3 * heads)
+        # The start word's start row and the last word's end row, in one gather. (Built by
+        # stack, not from a Python list, so an exported graph keeps the batch size dynamic.)
+        rows = torch.stack([span_words[:, 0], span_words[:, 1] + states.words], dim=1)
+        own = states.rows.index_select(0, rows.flatten()).view(-1, 2, 3 * h + 3 * heads)
         v, mix, queries = own[..., : 3 * h].view(-1, 2, 3, h).unbind(2)  # (N, 2, H) each
         text_peak, text_sum, self_score = own[..., 3 * h :].view(-1, 2, 3, heads).unbind(2)
         partner = states.partner.index_select(0, span_words[:, 0] * states.widest + offset)
