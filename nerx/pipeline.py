@@ -50,8 +50,10 @@ def predict_documents(
     batch_size: int = 32,
     threshold: float = 0.0,
     stats: ExtractionStats | None = None,
+    precision: str = "auto",
 ) -> list[Document]:
-    """Predict entities (and relations) for tokenised documents; returns new Documents."""
+    """Predict entities (and relations) for tokenised documents; returns new Documents.
+    ``precision``: auto (bf16 on GPU, fp32 on CPU), bf16 or fp32."""
     stats = stats if stats is not None else ExtractionStats()
     device = model.device
     examples: list[Example] = [ex for i, doc in enumerate(docs) for ex in model.prepare(doc, i)]
@@ -62,7 +64,7 @@ def predict_documents(
     found: list[list[tuple[Example, Prediction]]] = [[] for _ in docs]
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, precision):
         for first in range(0, len(order), batch_size):
             chunk = [examples[k] for k in order[first : first + batch_size]]
             batch = move_batch(model.collate(chunk), device)
@@ -140,6 +142,7 @@ def extract(
     threshold: float = 0.0,
     lang: str = "en",
     stats: ExtractionStats | None = None,
+    precision: str = "auto",
 ) -> Iterator[Document]:
     """Stream predictions for ``docs``, in input order, holding at most ``buffer_size``
     documents (default ``16 * batch_size``) in memory at a time."""
@@ -152,7 +155,12 @@ def extract(
     def flush() -> list[Document]:
         prepare(buffer)
         done = predict_documents(
-            model, buffer, batch_size=batch_size, threshold=threshold, stats=stats
+            model,
+            buffer,
+            batch_size=batch_size,
+            threshold=threshold,
+            stats=stats,
+            precision=precision,
         )
         buffer.clear()
         stats.seconds = time.perf_counter() - started

@@ -91,3 +91,75 @@ def ranks() -> Ranks:
             "RANK, WORLD_SIZE and LOCAL_RANK must be integers",
             hint="launch with torchrun, which sets them",
         ) from None
+
+
+# ---------------------------------------------------------------------- torchrun / DDP
+def start_distributed(device: torch.device) -> bool:
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPU) when launched by it and not
+    joined yet. Returns whether this call started it (so the caller ends it)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not ranks().distributed or dist.is_initialized():
+        return False
+    if not dist.is_available():
+        raise ConfigError("this torch build has no torch.distributed", hint="run one process")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    # Rank 0 scores dev and saves alone while the others wait: allow it time.
+    dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    return True
+
+
+def stop_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _joined() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in one process)."""
+    import torch.distributed as dist
+
+    if _joined():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over the ranks, in place (unchanged in one process)."""
+    import torch.distributed as dist
+
+    if _joined():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(value, source: int = 0):
+    """Rank ``source``'s ``value`` on every rank (in memory only; nothing is written)."""
+    import torch.distributed as dist
+
+    if not _joined():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=source)
+    return box[0]
+
+
+def gather_objects(value) -> list:
+    """Every rank's ``value``, in rank order, on every rank."""
+    import torch.distributed as dist
+
+    if not _joined():
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered

@@ -61,6 +61,7 @@ def extract_command(
     ),
     lang: str = typer.Option("en", help="Language of the spaCy tokenizer for raw text."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+    precision: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), bf16 or fp32."),
 ) -> None:
     from nerx.io import Report, detect_format, read, write
     from nerx.models import load_model
@@ -74,7 +75,13 @@ def extract_command(
     stats = ExtractionStats()
     docs = read(corpus, from_format)
     predicted = extract(
-        docs, model, batch_size=batch_size, threshold=threshold, lang=lang, stats=stats
+        docs,
+        model,
+        batch_size=batch_size,
+        threshold=threshold,
+        lang=lang,
+        stats=stats,
+        precision=precision,
     )
     show = not quiet and sys.stderr.isatty()
     if show:
