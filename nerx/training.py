@@ -292,6 +292,7 @@ def _train(
         seen, logged = 0, _LogWindow()
         for step in range(state["step"] + 1, len(batches) + 1):
             batch_examples = batches[step - 1]
+            learning_rate = optimizer.param_groups[0]["lr"]  # the encoder's, for this step
             loss = _optimizer_step(
                 net, model, optimizer, scheduler, batch_examples, settings, device, precision
             )
@@ -306,7 +307,7 @@ def _train(
             rate = seen / max(time.perf_counter() - epoch_started, 1e-9)
             logged.add(loss, len(batch_examples))
             if main and settings.log_every and state["global_step"] % settings.log_every == 0:
-                _append(metrics, logged.record(epoch, step, state, scheduler))
+                _append(metrics, logged.record(epoch, step, state, learning_rate))
             due = settings.save_every and state["global_step"] % settings.save_every == 0
             if due and step < len(batches):  # the epoch's end checkpoints anyway
                 checkpoint()
@@ -427,14 +428,14 @@ class _LogWindow:
         self.steps += 1
         self.examples += examples
 
-    def record(self, epoch: int, step: int, state: dict, scheduler) -> dict:
+    def record(self, epoch: int, step: int, state: dict, learning_rate: float) -> dict:
         elapsed = max(time.perf_counter() - self.since, 1e-9)
         line = {
             "epoch": epoch,
             "step": step,
             "global_step": state["global_step"],
             "loss": round(self.loss / max(self.steps, 1), 6),
-            "learning_rate": scheduler.get_last_lr()[0],
+            "learning_rate": learning_rate,
             "examples_per_second": round(self.examples / elapsed, 2),
         }
         self._reset()
