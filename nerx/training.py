@@ -437,6 +437,8 @@ class _LogWindow:
             "loss": round(self.loss / max(self.steps, 1), 6),
             "learning_rate": learning_rate,
             "examples_per_second": round(self.examples / elapsed, 2),
+            "examples": self.examples,
+            "seconds": round(elapsed, 4),
         }
         self._reset()
         return line
