@@ -166,13 +166,30 @@ def read_checkpoint(path: Path) -> dict:
         meta = json.loads(state_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{state_file} is not a valid checkpoint: {exc}") from None
-    missing = [name for name in meta.get("files", {}).values() if not (path / name).is_file()]
+    if "files" not in meta:
+        meta = _from_epoch_only_format(path, meta)
+    missing = [name for name in meta["files"].values() if not (path / name).is_file()]
     if missing:
         raise ConfigError(
             f"checkpoint {path} lacks {', '.join(missing)}",
             hint="copy the whole checkpoint directory, or run without --resume",
         )
     return meta
+
+
+def _from_epoch_only_format(path: Path, meta: dict) -> dict:
+    """A checkpoint of the earlier layout (fixed file names, epoch ends only, no random
+    states) in this one's terms, so such a run still resumes at its next epoch."""
+    files = {"model": "model.safetensors"}
+    if (path / "optimizer.safetensors").is_file():
+        files["optimizer"] = "optimizer.safetensors"
+    return {
+        "state": meta["state"],
+        "files": files,
+        "optimizer": {"groups": meta["optimizer_groups"], "plain": meta["optimizer_plain"]},
+        "scheduler": meta["scheduler"],
+        "rng": [],
+    }
 
 
 def load_tensors(path: Path, meta: dict, name: str) -> dict[str, torch.Tensor] | None:

@@ -240,15 +240,25 @@ def _train(
         "best_epoch": 0,
         "stale": 0,
         "history": [],
+        "batch_size": settings.batch_size,  # a place in an epoch counts batches of this size
     }
     if resume:
-        state = {**state, **_resume(output, model, optimizer, scheduler, world)}
+        loaded = _resume(output, model, optimizer, scheduler, world)
+        state = {**{k: v for k, v in state.items() if k != "metrics_bytes"}, **loaded}
+        state["batch_size"] = settings.batch_size
+        if loaded.get("step") and loaded.get("batch_size") != settings.batch_size:
+            raise ConfigError(
+                f"the checkpoint stopped mid-epoch with --batch-size {loaded.get('batch_size')}, "
+                f"not {settings.batch_size}: its place in the epoch would be lost",
+                hint=f"resume with --batch-size {loaded.get('batch_size')}",
+            )
     metrics = output / METRICS_NAME
     if main:
         output.mkdir(parents=True, exist_ok=True)
         # A fresh run starts an empty log; a resumed one drops what came after its checkpoint.
         with open(metrics, "a+b") as log:
-            log.truncate(state["metrics_bytes"] if resume else 0)
+            if not resume or "metrics_bytes" in state:
+                log.truncate(state["metrics_bytes"] if resume else 0)
         run_config = {
             "kind": kind,
             "encoder": encoder,

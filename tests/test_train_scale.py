@@ -415,3 +415,42 @@ def test_two_torchrun_ranks_reach_the_weights_of_one_process(tiny_encoder, tmp_p
     assert_same_weights(
         checkpoint_weights(tmp_path / "two"), checkpoint_weights(tmp_path / "one"), atol=1e-5
     )
+
+
+def test_a_checkpoint_of_the_epoch_only_layout_resumes_at_its_next_epoch(tiny_encoder, tmp_path):
+    run(tiny_encoder, tmp_path, "token", epochs=2)
+    path = tmp_path / CHECKPOINT_DIR
+    meta = read_checkpoint(path)
+    # The layout before mid-epoch checkpoints: fixed names, no random states.
+    (path / meta["files"]["model"]).rename(path / "model.safetensors")
+    (path / meta["files"]["optimizer"]).rename(path / "optimizer.safetensors")
+    state = {k: v for k, v in meta["state"].items() if k not in ("step", "metrics_bytes")}
+    old = {
+        "state": state,
+        "optimizer_groups": meta["optimizer"]["groups"],
+        "optimizer_plain": meta["optimizer"]["plain"],
+        "scheduler": meta["scheduler"],
+    }
+    (path / STATE_NAME).write_text(json.dumps(old), encoding="utf-8")
+
+    epochs: list[int] = []
+    run(
+        tiny_encoder,
+        tmp_path,
+        "token",
+        epochs=3,
+        resume=True,
+        on_epoch=lambda record: epochs.append(record["epoch"]),
+    )
+    assert epochs == [3]
+    assert [line["epoch"] for line in _dev_lines(tmp_path)] == [1, 2, 3]
+    assert "model.safetensors" not in {p.name for p in path.iterdir()}
+
+
+def test_resuming_mid_epoch_with_another_batch_size_is_a_clear_error(tiny_encoder, tmp_path):
+    from nerx.errors import ConfigError
+
+    with pytest.raises(Killed):
+        run(tiny_encoder, tmp_path, "token", save_every=2, on_step=kill_at(3))
+    with pytest.raises(ConfigError, match="mid-epoch with --batch-size 4, not 2"):
+        run(tiny_encoder, tmp_path, "token", save_every=2, batch_size=2, resume=True)
