@@ -18,8 +18,7 @@ Under torchrun it trains on every process (DDP; --batch-size is the global batch
 [dim]Examples:[/]
   nerx train eng.train --dev eng.testa --model spandec --output models/conll
   nerx train train.jsonl --dev dev.jsonl --model token --encoder bert-base-cased --epochs 5
-  torchrun --nproc-per-node 4 -m nerx train eng.train --dev eng.testa -o models/conll \\
-      --batch-size 64 --save-every 500
+  torchrun --nproc-per-node 4 -m nerx train eng.train --dev eng.testa -o models/ddp
   nerx train eng.train --dev eng.testa -o models/conll --save-every 500 --resume
 """
 
