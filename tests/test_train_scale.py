@@ -388,13 +388,15 @@ def _torchrun() -> list[str]:
 
 def test_two_torchrun_ranks_reach_the_weights_of_one_process(tiny_encoder, tmp_path):
     corpus = _write_corpus(tmp_path / "data.jsonl")
-    single = CliRunner().invoke(app, _cli_args(corpus, tiny_encoder, tmp_path / "one"))
+    # Mid-epoch checkpoints too: every rank hands its random state to rank 0, which writes.
+    extra = ["--save-every", "2"]
+    single = CliRunner().invoke(app, _cli_args(corpus, tiny_encoder, tmp_path / "one") + extra)
     assert single.exit_code == 0, single.stderr
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [*_torchrun(), "--standalone", "--nproc-per-node", "2", "-m", "nerx"]
     done = subprocess.run(
-        [*command, *_cli_args(corpus, tiny_encoder, tmp_path / "two")],
+        [*command, *_cli_args(corpus, tiny_encoder, tmp_path / "two"), *extra],
         env=env,
         capture_output=True,
         text=True,
@@ -411,6 +413,8 @@ def test_two_torchrun_ranks_reach_the_weights_of_one_process(tiny_encoder, tmp_p
         if "global_step" in json.loads(line)
     ]
     assert steps == list(range(1, 7))  # one line per step, written once
+    files = read_checkpoint(tmp_path / "two" / CHECKPOINT_DIR)["files"]
+    assert {"rng-0", "rng-1"} <= set(files)
     # Gradients summed in another order across processes: equal up to float rounding.
     assert_same_weights(
         checkpoint_weights(tmp_path / "two"), checkpoint_weights(tmp_path / "one"), atol=1e-5
