@@ -230,3 +230,26 @@ def test_training_on_cuda_under_bf16_keeps_finite_losses(kind, tiny_encoder, tmp
         on_step=lambda p: losses.append(p.loss),
     )
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+
+
+# --------------------------------------------------------------------------- the CLI
+def test_extract_takes_a_precision(model_dir):
+    from typer.testing import CliRunner
+
+    from nerx.cli import app
+
+    news = str(SAMPLES / "news.jsonl")
+    runner = CliRunner()
+    found = {}
+    for precision in ("fp32", "bf16"):
+        result = runner.invoke(
+            app, ["extract", news, "--model", str(model_dir), "--precision", precision]
+        )
+        assert result.exit_code == 0, result.stderr
+        found[precision] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["id"] for d in found["bf16"]] == [d["id"] for d in found["fp32"]]
+    assert any(d["entities"] for d in found["bf16"])
+
+    wrong = runner.invoke(app, ["extract", news, "--model", str(model_dir), "--precision", "x"])
+    assert wrong.exit_code == 2
+    assert "unknown precision 'x'" in wrong.stderr and "Traceback" not in wrong.stderr
