@@ -210,3 +210,9 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0) -
     if rng is not None and rank < len(meta.get("rng", [])):
         set_rng_state(rng, meta["rng"][rank])
     return meta["state"]
+
+
+def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights of the checkpoint in ``path`` (the last step saved)."""
+    meta = read_checkpoint(path)
+    return load_tensors(path, meta, "model")

@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 import nerx.checkpoint
-from nerx.checkpoint import STATE_NAME, load_tensors, read_checkpoint
+from nerx.checkpoint import STATE_NAME, read_checkpoint
 from nerx.cli import app
 from nerx.cli.train import PlainProgress
 from nerx.doc import Document
@@ -118,8 +118,7 @@ def scale_settings(**changes) -> TrainSettings:
 
 
 def checkpoint_weights(output: Path) -> dict[str, torch.Tensor]:
-    path = output / CHECKPOINT_DIR
-    return load_tensors(path, read_checkpoint(path), "model")
+    return nerx.checkpoint.checkpoint_weights(output / CHECKPOINT_DIR)
 
 
 def assert_same_weights(got: dict, expected: dict, atol: float) -> None:
