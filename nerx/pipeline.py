@@ -126,6 +126,7 @@ def run_prepared(
     *,
     threshold: float = 0.0,
     stats: ExtractionStats | None = None,
+    precision: str = "auto",
 ) -> list[Document]:
     """The forward passes and decoding of prepared documents; returns new Documents."""
     local = ExtractionStats(windows=prepared.windows, split_sentences=prepared.split_sentences)
@@ -134,7 +135,7 @@ def run_prepared(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), autocast(device):
+        with torch.inference_mode(), autocast(device, precision):
             for chunk, collated in prepared.batches:
                 batch = move_batch(collated, device)
                 output = model(batch)
@@ -159,10 +160,12 @@ def predict_documents(
     batch_size: int = 32,
     threshold: float = 0.0,
     stats: ExtractionStats | None = None,
+    precision: str = "auto",
 ) -> list[Document]:
-    """Predict entities (and relations) for tokenised documents; returns new Documents."""
+    """Predict entities (and relations) for tokenised documents; returns new Documents.
+    ``precision``: auto (bf16 on GPU, fp32 on CPU), bf16 or fp32."""
     prepared = prepare_documents(model, docs, batch_size=batch_size)
-    return run_prepared(model, prepared, threshold=threshold, stats=stats)
+    return run_prepared(model, prepared, threshold=threshold, stats=stats, precision=precision)
 
 
 def _assemble(
@@ -329,6 +332,7 @@ class _Settings:
     lang: str
     on_error: str
     read_options: dict[str, Any] = field(default_factory=dict)
+    precision: str = "auto"
 
 
 def _chunks(
@@ -383,7 +387,13 @@ def _predict_chunk(
         if chunk.failure is not None:
             raise chunk.failure
         assert chunk.prepared is not None
-        docs = run_prepared(model, chunk.prepared, threshold=settings.threshold, stats=stats)
+        docs = run_prepared(
+            model,
+            chunk.prepared,
+            threshold=settings.threshold,
+            stats=stats,
+            precision=settings.precision,
+        )
     except Exception:
         if settings.on_error == "raise":
             raise
@@ -407,7 +417,15 @@ def _predict_one_by_one(
             prepared = prepare_documents(
                 model, [item.doc], batch_size=settings.batch_size, preparer=preparer
             )
-            docs.extend(run_prepared(model, prepared, threshold=settings.threshold, stats=stats))
+            docs.extend(
+                run_prepared(
+                    model,
+                    prepared,
+                    threshold=settings.threshold,
+                    stats=stats,
+                    precision=settings.precision,
+                )
+            )
         except Exception as exc:
             reason = str(exc) or type(exc).__name__
             if not isinstance(exc, NerxError):
@@ -482,6 +500,7 @@ def extract(
     workers: int = 0,
     stats: ExtractionStats | None = None,
     buffer_size: int | None = None,
+    precision: str = "auto",
 ) -> Iterator[Document]:
     """Stream predictions for ``docs``, in input order, holding one chunk of ``chunk_size``
     documents (default ``max(16 * batch_size, 64)``) in memory at a time.
@@ -493,7 +512,7 @@ def extract(
     _check_on_error(on_error)
     stats = stats if stats is not None else ExtractionStats()
     size = chunk_size or buffer_size or max(16 * batch_size, 64)
-    settings = _Settings(batch_size, threshold, lang, on_error)
+    settings = _Settings(batch_size, threshold, lang, on_error, precision=precision)
     items = (InputDocument(k, doc) for k, doc in enumerate(docs, start=1))
     yield from _stream(items, model, settings, size, workers, stats, on_reject)
 
@@ -574,6 +593,7 @@ def extract_corpus(
     lang: str = "en",
     on_error: str = "raise",
     workers: int = 0,
+    precision: str = "auto",
     read_options: dict[str, Any] | None = None,
     write_options: dict[str, Any] | None = None,
     progress: Callable[[ExtractionProgress], None] | None = None,
@@ -604,7 +624,7 @@ def extract_corpus(
 
         model = load_model(model, device=resolve_device("auto"))
     place = ranks()
-    settings = _Settings(batch_size, threshold, lang, on_error, dict(read_options or {}))
+    settings = _Settings(batch_size, threshold, lang, on_error, dict(read_options or {}), precision)
     stats = ExtractionStats()
     if str(output) == STDIO or is_stream_target(output):
         # stdout, /dev/null or a FIFO: written as it comes, with no journal beside it.
@@ -658,6 +678,7 @@ def extract_corpus(
             "batch-size": batch_size,
             "chunk-size": chunk_size,
             "on-error": on_error,
+            "precision": precision,
             "read-options": settings.read_options,
             "write-options": dict(write_options or {}),
         },

@@ -96,33 +96,91 @@ def ranks() -> Ranks:
         ) from None
 
 
-@contextlib.contextmanager
-def distributed(device: torch.device):
-    """Join torchrun's process group for the duration, when there is more than one process
-    and the caller has not joined it already: NCCL for GPUs, gloo for the CPU."""
+# ---------------------------------------------------------------------- torchrun / DDP
+def start_distributed(device: torch.device) -> bool:
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPU) when launched by it and not
+    joined yet. Returns whether this call started it (so the caller ends it)."""
+    import datetime
+
     import torch.distributed as dist
 
-    if not ranks().distributed or not dist.is_available() or dist.is_initialized():
-        yield
-        return
-    if device.type == "cuda" and device.index is not None:
+    if not ranks().distributed or dist.is_initialized():
+        return False
+    if not dist.is_available():
+        raise ConfigError("this torch build has no torch.distributed", hint="run one process")
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        yield
-    finally:
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    # Rank 0 scores dev and saves alone while the others wait: allow it time.
+    dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    return True
+
+
+def stop_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    """Wait for every process of the group; nothing to wait for without one."""
+def _joined() -> bool:
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in one process)."""
+    import torch.distributed as dist
+
+    if _joined():
         if dist.get_backend() == "nccl":
             dist.barrier(device_ids=[torch.cuda.current_device()])
         else:
             dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over the ranks, in place (unchanged in one process)."""
+    import torch.distributed as dist
+
+    if _joined():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(value, source: int = 0):
+    """Rank ``source``'s ``value`` on every rank (in memory only; nothing is written)."""
+    import torch.distributed as dist
+
+    if not _joined():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=source)
+    return box[0]
+
+
+def gather_objects(value) -> list:
+    """Every rank's ``value``, in rank order, on every rank."""
+    import torch.distributed as dist
+
+    if not _joined():
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device):
+    """Within the block, this process is in torchrun's process group (joined here unless the
+    caller joined it already, and left on the way out)."""
+    started = start_distributed(device)
+    try:
+        yield
+    finally:
+        if started:
+            stop_distributed()
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,14 +1,24 @@
-"""One training loop for every model.
+"""One training loop for every model, in one process or under torchrun.
 
 AdamW with weight decay (none on biases and norms), a larger learning rate for the new heads,
-linear warmup then linear decay (or one-cycle), gradient clipping, bf16 autocast on GPU. The
-model is scored on dev every epoch with the same metric as ``nerx eval``; the best epoch is
-saved, training stops early when dev stops improving, and a checkpoint (safetensors + JSON,
-never pickle) lets a run resume.
+linear warmup then linear decay (or one-cycle), gradient clipping, bf16 autocast where asked
+(by default on GPU). The model is scored on dev every epoch with the same metric as
+``nerx eval``; the best epoch is saved, training stops early when dev stops improving, and a
+checkpoint (safetensors + JSON, never pickle, see :mod:`nerx.checkpoint`) lets a run resume,
+at an epoch's end or, with ``save_every``, in the middle of one, exactly where it stopped.
+
+Under torchrun the model is wrapped in DistributedDataParallel (NCCL on GPUs, gloo on CPU).
+``batch_size`` is the global batch: every rank cuts the same length-bucketed batches (their
+order is a function of the seed and the epoch) and takes its share of each; with
+``grad_accum`` K every share is run in K pieces before one optimizer step. The loss of a
+piece is weighted by its share of the batch's examples, so the update is the same whatever
+the number of ranks and pieces when a model's loss is a mean over equal parts. Rank 0 alone
+scores dev, saves, calibrates and logs; the others wait for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -20,26 +30,36 @@ from typing import Any
 
 import torch
 
+from nerx.checkpoint import load_checkpoint, rng_state, save_checkpoint, write_json_atomic
 from nerx.doc import Document, TextPreparer
 from nerx.errors import ConfigError
-from nerx.models.base import (
-    Example,
-    ModelConfig,
-    SpanModel,
-    dedupe_shared,
-    model_class,
-    save_model,
-)
+from nerx.models.base import Example, ModelConfig, SpanModel, model_class, save_model
 from nerx.pipeline import predict_documents
-from nerx.runtime import autocast, move_batch, resolve_device
+from nerx.runtime import (
+    Ranks,
+    all_reduce_sum,
+    autocast,
+    barrier,
+    broadcast_object,
+    gather_objects,
+    move_batch,
+    ranks,
+    resolve_device,
+    resolve_precision,
+    start_distributed,
+    stop_distributed,
+)
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_NAME = "metrics.jsonl"
+#: The settings a run resolved (kind, encoder, labels, ranks...), written at its first step.
+RUN_CONFIG_NAME = "train_config.json"
 
 
 @dataclass
 class TrainSettings:
     epochs: int = 3
+    #: Windows per optimizer step, over all ranks together.
     batch_size: int = 16
     learning_rate: float = 5e-5
     head_lr_multiplier: float = 10.0
@@ -57,6 +77,15 @@ class TrainSettings:
     #: Relation labels without direction (``(a, b)`` is ``(b, a)``): predicted and written once.
     symmetric_relations: list[str] = field(default_factory=list)
     lang: str = "en"
+    #: auto (bf16 on GPU, fp32 on CPU), bf16 or fp32: the autocast of training and dev scoring.
+    precision: str = "auto"
+    #: Pieces each rank's share of a batch is run in before one optimizer step.
+    grad_accum: int = 1
+    #: Optimizer steps between mid-epoch checkpoints; 0 checkpoints at epoch ends only.
+    save_every: int = 0
+    #: Optimizer steps between the loss / learning rate / examples-per-second lines of
+    #: metrics.jsonl; 0 writes none.
+    log_every: int = 50
 
 
 @dataclass
@@ -68,6 +97,9 @@ class Progress:
     steps_per_epoch: int
     loss: float
     examples_per_second: float
+    #: Optimizer steps since the run began (resumed runs count the steps before the kill).
+    global_step: int = 0
+    total_steps: int = 0
 
 
 @dataclass
@@ -162,11 +194,62 @@ def train(
     """Fine-tune a ``kind`` model on ``encoder``; save the best epoch (by dev F1) to ``output``.
 
     ``dev_split`` says that ``dev_docs`` were held out of the training data
-    (:func:`split_dev`); the model's config records it."""
+    (:func:`split_dev`); the model's config records it.
+
+    Under torchrun every rank calls this with the same arguments; ``on_step`` and
+    ``on_epoch`` are called on rank 0 only."""
     settings = settings or TrainSettings()
-    output = Path(output)
-    _seed(settings.seed)
+    _check_settings(settings)
     device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    started = start_distributed(device)
+    try:
+        return _train(
+            train_docs,
+            dev_docs,
+            kind=kind,
+            encoder=encoder,
+            output=Path(output),
+            settings=settings,
+            device=device,
+            precision=precision,
+            resume=resume,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            dev_split=dev_split,
+        )
+    finally:
+        if started:
+            stop_distributed()
+
+
+def _check_settings(settings: TrainSettings) -> None:
+    for name in ("batch_size", "grad_accum", "epochs"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, not {getattr(settings, name)}")
+    for name in ("save_every", "log_every"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name} must be 0 (off) or more, not {getattr(settings, name)}")
+
+
+def _train(
+    train_docs,
+    dev_docs,
+    *,
+    kind: str,
+    encoder: str,
+    output: Path,
+    settings: TrainSettings,
+    device: torch.device,
+    precision: str,
+    resume: bool,
+    on_step,
+    on_epoch,
+    dev_split: DevSplit | None,
+) -> TrainResult:
+    world = ranks()
+    main = world.is_main
+    _seed(settings.seed)
     prepare = TextPreparer(settings.lang)
     prepare(train_docs)
     prepare(dev_docs)
@@ -196,65 +279,263 @@ def train(
     examples = [ex for i, doc in enumerate(train_docs) for ex in model.prepare(doc, i, gold=True)]
     learned = model.learn_from_data(examples)  # deterministic, so a resumed run agrees
     model.config.hyper.update({k: v for k, v in learned.items() if k not in settings.hyper})
-    batches_per_epoch = math.ceil(len(examples) / settings.batch_size)
+    if world.distributed:
+        torch.manual_seed(settings.seed + world.rank)  # dropout differs between ranks
+    steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
+    total_steps = steps_per_epoch * settings.epochs
     optimizer = _optimizer(model, settings)
-    scheduler = _scheduler(optimizer, settings, batches_per_epoch * settings.epochs)
-    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "stale": 0, "history": []}
+    scheduler = _scheduler(optimizer, settings, total_steps)
+    state = {
+        "epoch": 0,  # epochs done
+        "step": 0,  # steps done in the epoch after them
+        "global_step": 0,
+        "metrics_bytes": 0,  # metrics.jsonl up to this checkpoint
+        "best_score": -1.0,
+        "best_epoch": 0,
+        "stale": 0,
+        "history": [],
+        "batch_size": settings.batch_size,  # a place in an epoch counts batches of this size
+    }
     if resume:
-        state = _load_checkpoint(output / CHECKPOINT_DIR, model, optimizer, scheduler)
+        loaded = _resume(output, model, optimizer, scheduler, world)
+        state = {**{k: v for k, v in state.items() if k != "metrics_bytes"}, **loaded}
+        state["batch_size"] = settings.batch_size
+        if loaded.get("step") and loaded.get("batch_size") != settings.batch_size:
+            raise ConfigError(
+                f"the checkpoint stopped mid-epoch with --batch-size {loaded.get('batch_size')}, "
+                f"not {settings.batch_size}: its place in the epoch would be lost",
+                hint=f"resume with --batch-size {loaded.get('batch_size')}",
+            )
+    metrics = output / METRICS_NAME
+    if main:
+        output.mkdir(parents=True, exist_ok=True)
+        # A fresh run starts an empty log; a resumed one drops what came after its checkpoint.
+        with open(metrics, "a+b") as log:
+            if not resume or "metrics_bytes" in state:
+                log.truncate(state["metrics_bytes"] if resume else 0)
+        run_config = {
+            "kind": kind,
+            "encoder": encoder,
+            "settings": asdict(settings),
+            "precision": precision,
+            "device": str(device),
+            "world_size": world.world_size,
+            "train_documents": len(train_docs),
+            "dev_documents": len(dev_docs),
+            "train_windows": len(examples),
+            "steps_per_epoch": steps_per_epoch,
+            "data": profile,
+            "hyper": model.config.hyper,
+        }
+        write_json_atomic(output / RUN_CONFIG_NAME, run_config)
+    net = _wrap(model, device, world)
     # Relation models are chosen on Rel+, unless the data has no relations to score.
     has_relations = model.predicts_relations and bool(config.relation_labels)
     main_metric = "relations_strict" if has_relations else "entities"
 
-    rng = random.Random(settings.seed)
+    def checkpoint() -> None:
+        rng = gather_objects(rng_state())  # every rank's dropout stream
+        if main:
+            state["metrics_bytes"] = metrics.stat().st_size
+            save_checkpoint(
+                output / CHECKPOINT_DIR,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                state=state,
+                rng_states=rng,
+            )
+        barrier()
+
     for epoch in range(state["epoch"] + 1, settings.epochs + 1):
         if state["stale"] >= settings.patience:
             break  # early stop; a resumed run that had stopped early trains no more
+        batches = epoch_batches(examples, settings.batch_size, settings.seed, epoch)
         model.train()
-        started, seen = time.perf_counter(), 0
-        for step, batch_examples in enumerate(_batches(examples, settings.batch_size, rng), 1):
-            batch = move_batch(model.collate(batch_examples), device)
-            with autocast(device):
-                loss = model(batch).loss
-            if not torch.isfinite(loss):
+        epoch_started = time.perf_counter()
+        seen, logged = 0, _LogWindow()
+        for step in range(state["step"] + 1, len(batches) + 1):
+            batch_examples = batches[step - 1]
+            learning_rate = optimizer.param_groups[0]["lr"]  # the encoder's, for this step
+            loss = _optimizer_step(
+                net, model, optimizer, scheduler, batch_examples, settings, device, precision
+            )
+            if not math.isfinite(loss):
                 raise ConfigError(
-                    f"the loss became {loss.item()} at epoch {epoch}, step {step}",
+                    f"the loss became {loss} at epoch {epoch}, step {step}",
                     hint="lower --lr, or check the data for empty or broken documents",
                 )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step
+            state["global_step"] += 1
             seen += len(batch_examples)
-            if on_step:
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                on_step(Progress(epoch, step, batches_per_epoch, loss.item(), rate))
-        score, entity_score = _dev_scores(model, dev_docs, settings, main_metric)
-        record = {
-            "epoch": epoch,
-            "dev_f1": round(score, 4),
-            "metric": main_metric,
-            "dev_entity_f1": round(entity_score, 4),
-            "seconds": round(time.perf_counter() - started, 2),
-            "learning_rate": scheduler.get_last_lr()[0],
-        }
-        state["history"].append(record)
-        # Ties on the main metric (Rel+ often plateaus) go to the better entity F1.
-        improved = (score, entity_score) > (state["best_score"], state.get("best_entities", -1.0))
-        if improved:
-            state.update(best_score=score, best_entities=entity_score, best_epoch=epoch, stale=0)
-            save_model(model, output)
-        else:
-            state["stale"] += 1
+            rate = seen / max(time.perf_counter() - epoch_started, 1e-9)
+            logged.add(loss, len(batch_examples))
+            if main and settings.log_every and state["global_step"] % settings.log_every == 0:
+                _append(metrics, logged.record(epoch, step, state, learning_rate))
+            due = settings.save_every and state["global_step"] % settings.save_every == 0
+            if due and step < len(batches):  # the epoch's end checkpoints anyway
+                checkpoint()
+            if main and on_step:
+                on_step(
+                    Progress(
+                        epoch,
+                        step,
+                        len(batches),
+                        loss,
+                        rate,
+                        state["global_step"],
+                        total_steps,
+                    )
+                )
+        state["step"] = 0
+        record = None
+        if main:
+            record = _end_epoch(
+                model, output, dev_docs, settings, precision, main_metric, state, epoch
+            )
+            record["seconds"] = round(time.perf_counter() - epoch_started, 2)
+            record["learning_rate"] = scheduler.get_last_lr()[0]
+            state["history"].append({k: v for k, v in record.items() if k != "best"})
+            _append(metrics, {k: v for k, v in record.items() if k != "best"})
         state["epoch"] = epoch
-        with open(output / METRICS_NAME, "a", encoding="utf-8") as log:
-            log.write(json.dumps(record) + "\n")
-        _save_checkpoint(output / CHECKPOINT_DIR, model, optimizer, scheduler, state)
-        if on_epoch:
-            on_epoch({**record, "best": improved})
+        state.update(broadcast_object({k: v for k, v in state.items()}))
+        checkpoint()
+        if main and on_epoch:
+            on_epoch(record)
 
-    # Reload the best epoch, tune inference settings on dev, and save the final model.
+    calibration: dict[str, Any] = {}
+    if main:
+        calibration = _calibrate(output, device, dev_docs, settings, precision, main_metric)
+    barrier()
+    return TrainResult(
+        output, state["best_epoch"], state["best_score"], state["history"], calibration
+    )
+
+
+def _resume(output: Path, model, optimizer, scheduler, world: Ranks) -> dict:
+    return load_checkpoint(
+        output / CHECKPOINT_DIR,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        rank=world.rank,
+    )
+
+
+def _wrap(model: SpanModel, device: torch.device, world: Ranks):
+    """The module the loop runs forward through: DDP under torchrun, else the model itself.
+    Inputs are moved to the device by the loop, so DDP is given no device ids."""
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Some kinds leave parameters unused in some batches (a relation head without relations).
+    return DistributedDataParallel(model, find_unused_parameters=True)
+
+
+def shares(items: list, parts: int) -> list[list]:
+    """``items`` cut into ``parts`` contiguous pieces whose sizes differ by at most one (the
+    first ones larger; pieces are empty when there are fewer items than parts)."""
+    size, extra = divmod(len(items), parts)
+    cut, first = [], 0
+    for part in range(parts):
+        last = first + size + (1 if part < extra else 0)
+        cut.append(items[first:last])
+        first = last
+    return cut
+
+
+def _optimizer_step(
+    net, model, optimizer, scheduler, batch_examples, settings, device, precision
+) -> float:
+    """One optimizer step on a global batch: this rank's share in ``grad_accum`` pieces.
+    Returns the loss of the whole batch (over all ranks)."""
+    world = ranks()
+    pieces = shares(batch_examples, world.world_size * settings.grad_accum)
+    mine = pieces[world.rank * settings.grad_accum : (world.rank + 1) * settings.grad_accum]
+    total = len(batch_examples)
+    batch_loss = torch.zeros((), dtype=torch.float64, device=device)
+    for index, piece in enumerate(mine):
+        # DDP averages gradients over the ranks; the weight turns that into a sum over
+        # pieces, each counted by its share of the batch. An empty piece (fewer examples
+        # than pieces) runs one example at weight 0, so every rank joins the reduction.
+        weight = len(piece) / total * world.world_size
+        last = index == len(mine) - 1
+        syncing = contextlib.nullcontext() if last or net is model else net.no_sync()
+        with syncing:
+            batch = move_batch(model.collate(piece or batch_examples[:1]), device)
+            with autocast(device, precision):
+                loss = net(batch).loss
+            (loss * weight).backward()
+        if piece:
+            batch_loss += loss.detach().double() * (len(piece) / total)
+    all_reduce_sum(batch_loss)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return batch_loss.item()
+
+
+class _LogWindow:
+    """Loss and examples/s since the last metrics.jsonl step line."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss, self.steps, self.examples = 0.0, 0, 0
+        self.since = time.perf_counter()
+
+    def add(self, loss: float, examples: int) -> None:
+        self.loss += loss
+        self.steps += 1
+        self.examples += examples
+
+    def record(self, epoch: int, step: int, state: dict, learning_rate: float) -> dict:
+        elapsed = max(time.perf_counter() - self.since, 1e-9)
+        line = {
+            "epoch": epoch,
+            "step": step,
+            "global_step": state["global_step"],
+            "loss": round(self.loss / max(self.steps, 1), 6),
+            "learning_rate": learning_rate,
+            "examples_per_second": round(self.examples / elapsed, 2),
+            "examples": self.examples,
+            "seconds": round(elapsed, 4),
+        }
+        self._reset()
+        return line
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+
+
+def _end_epoch(model, output, dev_docs, settings, precision, main_metric, state, epoch) -> dict:
+    """Score dev (rank 0), save the model when it is the best so far; the epoch's record."""
+    score, entity_score = _dev_scores(model, dev_docs, settings, main_metric, precision)
+    record = {
+        "epoch": epoch,
+        "dev_f1": round(score, 4),
+        "metric": main_metric,
+        "dev_entity_f1": round(entity_score, 4),
+    }
+    # Ties on the main metric (Rel+ often plateaus) go to the better entity F1.
+    improved = (score, entity_score) > (state["best_score"], state.get("best_entities", -1.0))
+    if improved:
+        state.update(best_score=score, best_entities=entity_score, best_epoch=epoch, stale=0)
+        save_model(model, output)
+    else:
+        state["stale"] += 1
+    model.train()
+    return {**record, "best": improved}
+
+
+def _calibrate(output, device, dev_docs, settings, precision, main_metric) -> dict:
+    """Reload the best epoch, tune inference settings on dev, and save the final model."""
     from nerx.models.base import load_model
 
     best = load_model(output, device=device)
@@ -263,25 +544,31 @@ def train(
     for name in best.config.training.pop("calibration", {}):
         best.config.hyper.pop(name, None)
     best.config.hyper.update(settings.hyper)
-    calibration = best.calibrate(lambda: _score_with(best, dev_docs, settings, main_metric))
+    calibration = best.calibrate(
+        lambda: _score_with(best, dev_docs, settings, main_metric, precision)
+    )
     if calibration:
         best.config.training["calibration"] = calibration
         save_model(best, output)
-    return TrainResult(
-        output, state["best_epoch"], state["best_score"], state["history"], calibration
-    )
+    return calibration
 
 
-def _score_with(model: SpanModel, dev_docs, settings: TrainSettings, metric: str) -> float:
+def _score_with(
+    model: SpanModel, dev_docs, settings: TrainSettings, metric: str, precision: str = "fp32"
+) -> float:
     """Dev F1 (in %) of the model as it stands, with the metric of ``nerx eval``."""
-    return _dev_scores(model, dev_docs, settings, metric)[0]
+    return _dev_scores(model, dev_docs, settings, metric, precision)[0]
 
 
-def _dev_scores(model: SpanModel, dev_docs, settings, metric: str) -> tuple[float, float]:
+def _dev_scores(
+    model: SpanModel, dev_docs, settings, metric: str, precision: str = "fp32"
+) -> tuple[float, float]:
     """Dev F1 (in %) on ``metric`` and on entities."""
     from nerx.scoring import evaluate
 
-    predicted = predict_documents(model, dev_docs, batch_size=settings.eval_batch_size)
+    predicted = predict_documents(
+        model, dev_docs, batch_size=settings.eval_batch_size, precision=precision
+    )
     scores = evaluate(dev_docs, predicted, symmetric=model.config.symmetric_relations)
     return getattr(scores, metric).f1 * 100, scores.entities.f1 * 100
 
@@ -289,6 +576,12 @@ def _dev_scores(model: SpanModel, dev_docs, settings, metric: str) -> tuple[floa
 def _seed(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def epoch_batches(examples: list[Example], size: int, seed: int, epoch: int) -> list:
+    """The global batches of one epoch, a function of the seed and the epoch alone, so every
+    rank cuts the same ones and a resumed run finds its place by counting."""
+    return _batches(examples, size, random.Random(f"{seed}/{epoch}"))
 
 
 def _batches(examples: list[Example], size: int, rng: random.Random):
@@ -344,60 +637,3 @@ def _scheduler(optimizer, settings: TrainSettings, total_steps: int):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# ---------------------------------------------------------------------- checkpoints
-def _save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
-    """Weights and optimizer tensors in safetensors; everything else in JSON."""
-    from safetensors.torch import save_file
-
-    path.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(dedupe_shared(weights), str(path / "model.safetensors"))
-    opt = optimizer.state_dict()
-    tensors, plain = {}, {}
-    for param_id, values in opt["state"].items():
-        for key, value in values.items():
-            if torch.is_tensor(value):
-                tensors[f"{param_id}/{key}"] = value.detach().cpu().contiguous()
-            else:
-                plain[f"{param_id}/{key}"] = value
-    if tensors:
-        save_file(tensors, str(path / "optimizer.safetensors"))
-    meta = {
-        "state": state,
-        "optimizer_groups": opt["param_groups"],
-        "optimizer_plain": plain,
-        "scheduler": {k: v for k, v in scheduler.state_dict().items() if _is_plain(v)},
-    }
-    (path / "state.json").write_text(json.dumps(meta), encoding="utf-8")
-
-
-def _is_plain(value) -> bool:
-    try:
-        json.dumps(value)
-    except TypeError:
-        return False
-    return True
-
-
-def _load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    from safetensors.torch import load_file
-
-    if not (path / "state.json").is_file():
-        raise ConfigError(
-            f"no checkpoint to resume from in {path}", hint="run without --resume to start anew"
-        )
-    meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
-    state: dict[int, dict] = {}
-    if (path / "optimizer.safetensors").is_file():
-        for key, value in load_file(str(path / "optimizer.safetensors")).items():
-            param_id, name = key.split("/", 1)
-            state.setdefault(int(param_id), {})[name] = value
-    for key, value in meta["optimizer_plain"].items():
-        param_id, name = key.split("/", 1)
-        state.setdefault(int(param_id), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_groups"]})
-    scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
-    return meta["state"]

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 import nerx.models.plmarker  # noqa: F401  (registers the kind)
+from nerx.checkpoint import checkpoint_weights
 from nerx.doc import Document, TextPreparer
 from nerx.errors import ModelError
 from nerx.io import read
@@ -87,7 +87,7 @@ def model(tiny_encoder):
 def last_epoch(out: Path):
     """The model of the last epoch trained (the checkpoint), not the best one saved."""
     model = load_model(out)
-    model.load_state_dict(load_file(str(out / CHECKPOINT_DIR / "model.safetensors")))
+    model.load_state_dict(checkpoint_weights(out / CHECKPOINT_DIR))
     return model
 
 

@@ -90,6 +90,7 @@ def extract_command(
         None, "--annotator", help=ANNOTATOR_HELP, rich_help_panel="Tables and Label Studio"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+    precision: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), bf16 or fp32."),
     # Large corpora: chunks, the journal, bad documents, input preparation.
     resume: bool = typer.Option(
         False,
@@ -151,6 +152,7 @@ def extract_command(
                 lang=lang,
                 on_error=on_error,
                 workers=workers,
+                precision=precision,
                 progress=progress,
                 on_reject=rejections if _streamed(output) else None,
             )

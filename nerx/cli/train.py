@@ -13,10 +13,16 @@ the metric of [bold]nerx eval[/], keeps the best epoch, stops early, logs metric
 Without --dev, a fraction of TRAIN (--dev-split, default 0.1, chosen by --seed) is held out
 as dev; config.json records which documents.
 
+The output directory, its train_config.json and metrics.jsonl exist from the first step.
+Under torchrun it trains on every process (DDP; --batch-size is the global batch); with
+--save-every it checkpoints mid-epoch, and --resume continues exactly where a run stopped.
+
 [dim]Examples:[/]
   nerx train eng.train --dev eng.testa --model spandec --output models/conll
   nerx train annotated.jsonl --dev-split 0.2 --output models/mine
   nerx train train.jsonl --dev dev.jsonl --model token --encoder bert-base-cased --epochs 5
+  torchrun --nproc-per-node 4 -m nerx train eng.train --dev eng.testa -o models/ddp
+  nerx train eng.train --dev eng.testa -o models/conll --save-every 500 --resume
 """
 
 
@@ -100,10 +106,23 @@ def train_command(
         "--set dropout=0.2. A wrong name or value is an error that lists the kind's settings.",
     ),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUTPUT."),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 on GPU, fp32 on CPU), bf16 or fp32: autocast of every step."
+    ),
+    grad_accum: int = typer.Option(
+        1, min=1, help="Run each step's batch in K pieces: the update of a batch K times larger."
+    ),
+    save_every: int = typer.Option(
+        0, min=0, help="Checkpoint every N optimizer steps as well as every epoch (0: epochs only)."
+    ),
+    log_every: int = typer.Option(
+        50, min=0, help="A metrics.jsonl line (loss, lr, examples/s) every N steps (0: none)."
+    ),
 ) -> None:
     from nerx.errors import ConfigError
     from nerx.io import detect_format, read
     from nerx.models import model_class
+    from nerx.runtime import ranks
     from nerx.training import TrainSettings, split_dev, train
 
     model_class(kind)  # an unknown kind fails before any data is read
@@ -143,7 +162,25 @@ def train_command(
         device=device,
         hyper=parse_settings(model_settings or [], kind),
         symmetric_relations=list(symmetric or []),
+        precision=precision,
+        grad_accum=grad_accum,
+        save_every=save_every,
+        log_every=log_every,
     )
+    world = ranks()
+    if not world.is_main:  # rank 0 speaks for every process
+        train(
+            train_docs,
+            dev_docs,
+            kind=kind,
+            encoder=encoder,
+            output=output,
+            settings=settings,
+            resume=resume,
+            dev_split=held_out,
+        )
+        return
+    processes = f", {world.world_size} processes" if world.distributed else ""
     dev_note = (
         f"dev {len(dev_docs)} documents held out of it (--dev-split {held_out.fraction}, "
         f"seed {seed})"
@@ -152,9 +189,10 @@ def train_command(
     )
     err_console.print(
         f"training [bold]{kind}[/] on {len(train_docs)} documents ({train_path}), "
-        f"{dev_note}, encoder {encoder}"
+        f"{dev_note}, encoder {encoder}{processes}"
     )
-    with _TrainingProgress() as progress:
+    shown = _TrainingProgress() if err_console.is_terminal else PlainProgress(_plain_line)
+    with shown as progress:
         result = train(
             train_docs,
             dev_docs,
@@ -213,6 +251,59 @@ class _TrainingProgress:
 
     def __exit__(self, *exc):
         return self._bar.__exit__(*exc)
+
+
+class PlainProgress:
+    """For logs (stderr not a terminal): one plain line every ``interval`` seconds with the
+    epoch, step, loss, examples/s and the time left; epoch results as they come."""
+
+    def __init__(self, write, *, interval: float = 30.0, clock=None) -> None:
+        import time
+
+        self._write = write
+        self._interval = interval
+        self._clock = clock or time.monotonic
+        self._started = self._last = None
+        self._first_step = 0
+
+    def __enter__(self):
+        self._started = self._last = self._clock()
+        return self
+
+    def step(self, p) -> None:
+        now = self._clock()
+        if not self._first_step:
+            self._first_step = p.global_step  # a resumed run counts from its checkpoint
+            self._started = now
+        if now - self._last < self._interval:
+            return
+        self._last = now
+        done = p.global_step - self._first_step
+        left = max(p.total_steps - p.global_step, 0)
+        eta = _duration(left * (now - self._started) / done) if done > 0 else "?"
+        self._write(
+            f"epoch {p.epoch} step {p.step}/{p.steps_per_epoch} loss {p.loss:.4f} "
+            f"{p.examples_per_second:.1f} ex/s ETA {eta}"
+        )
+
+    def epoch(self, record: dict) -> None:
+        mark = " (best)" if record["best"] else ""
+        self._write(
+            f"epoch {record['epoch']}: dev {record['metric']} F1 {record['dev_f1']:.2f}{mark}"
+        )
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _plain_line(text: str) -> None:
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def parse_settings(items: list[str], kind: str | None = None) -> dict:

@@ -414,8 +414,8 @@ class SpanDec(SpanModel):
         ]
         width = self.classifier.out_features
         logits = text.new_zeros((*spans.shape[:2], width))
-        if packed:
-            logits[rows, columns] = torch.cat(packed)
+        if packed:  # under autocast the head gives bf16: the scatter keeps the logits' dtype
+            logits[rows, columns] = torch.cat(packed).to(logits.dtype)
         return logits
 
     def _positions(self, subword_index: torch.Tensor) -> torch.Tensor:
