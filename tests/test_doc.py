@@ -261,8 +261,8 @@ def test_detect_format_by_suffix_even_for_misleading_content(tmp_path, name, exp
 
 
 def test_detect_format_by_content(tmp_path):
-    jsonl = make(tmp_path / "data.txt", '{"text": "Hello there."}\n{"text": "Bye."}\n')
-    array = make(tmp_path / "data.dat", '[{"tokens": ["a"], "entities": []}]')
+    jsonl = make(tmp_path / "data.dat", '{"text": "Hello there."}\n{"text": "Bye."}\n')
+    array = make(tmp_path / "data.json-array", '[{"tokens": ["a"], "entities": []}]')
     conll = make(tmp_path / "data", "-DOCSTART- O\n\nEU\tB-ORG\nrejects\tO\n")
     assert nerx.io.detect_format(jsonl) == "jsonl"
     assert nerx.io.detect_format(array) == "jsonl"
@@ -270,8 +270,8 @@ def test_detect_format_by_content(tmp_path):
 
 
 def test_detect_format_of_a_txt_with_an_ann_beside_it(tmp_path):
-    txt = make(tmp_path / "doc.txt", "EU B-ORG\nrejects O\n")  # would sniff as CoNLL alone
-    assert nerx.io.detect_format(txt) == "conll"
+    txt = make(tmp_path / "doc.txt", "EU B-ORG\nrejects O\n")
+    assert nerx.io.detect_format(txt) == "text"  # a .txt alone is one plain-text document
     make(tmp_path / "doc.ann", "T1\tORG 0 2\tEU\n")
     assert nerx.io.detect_format(txt) == "brat"
     [d] = nerx.io.read(txt)
@@ -285,15 +285,15 @@ def test_detect_format_of_directories_and_stdio(tmp_path):
 
 
 def test_detect_format_fails_on_unknown_content_and_empty_files(tmp_path):
-    prose = make(tmp_path / "notes.txt", "Just some prose, no tags here.\n")
-    with pytest.raises(UnknownFormatError, match="notes.txt"):
+    prose = make(tmp_path / "notes.dat", "Just some prose, no tags here.\n")
+    with pytest.raises(UnknownFormatError, match="notes.dat"):
         nerx.io.detect_format(prose)
     empty = make(tmp_path / "empty.dat")
     with pytest.raises(UnknownFormatError, match="empty") as info:
         nerx.io.detect_format(empty)
     assert info.value.where == str(empty)
-    with pytest.raises(UnknownFormatError, match="notes.txt"):
-        nerx.io.detect_format(tmp_path / "notes.txt", for_writing=True)
+    with pytest.raises(UnknownFormatError, match="notes.dat"):
+        nerx.io.detect_format(tmp_path / "notes.dat", for_writing=True)
 
 
 def test_detect_format_of_a_missing_path_says_it_is_missing(tmp_path):

@@ -1,7 +1,11 @@
 """The names ``nerx`` exports stay the functions they are, whatever submodule was imported."""
 
+import logging
+import os
 import subprocess
 import sys
+
+import pytest
 
 CHECK = """
 import importlib, pkgutil, inspect
@@ -31,3 +35,19 @@ def test_python_dash_m_nerx_runs_the_command_line():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("nerx ")
+
+
+@pytest.mark.slow
+def test_loading_a_model_leaves_the_callers_transformers_logging_alone():
+    code = (
+        "import transformers, nerx\n"
+        "transformers.logging.set_verbosity_info()\n"
+        "nerx.load('news-ner')\n"
+        "print(transformers.logging.get_verbosity())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == str(logging.INFO)

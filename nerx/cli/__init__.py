@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from nerx import __version__
@@ -47,5 +49,13 @@ def _register() -> None:
 _register()
 
 
+def quiet_transformers() -> None:
+    """transformers and the hub draw their own progress bars and warnings while a model loads;
+    the command line reports on its own. Library callers keep their own logging settings."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main() -> None:
+    quiet_transformers()
     app()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from nerx.io import losses
 from nerx.io.base import STDIO, Report, atomic_file, display_name
 
 __all__ = ["PARQUET", "CSV", "TSV", "FORMATS", "annotation_columns", "arrow_annotation_types"]
+
+# A header cell: a column name such as text, doc_id or Body Text, never a sentence.
+_COLUMN_NAME = re.compile(r"^[A-Za-z_][\w \-]{0,63}$")
 
 READ_OPTIONS: tuple[str, ...] = ("text_column", "id_column")
 ANNOTATION_COLUMNS = ("id", "text", "entities", "relations")
@@ -184,9 +188,15 @@ class _Delimited:
         self.delimiter = delimiter
 
     def sniff(self, head: str) -> bool:
-        """A header line split by the delimiter into two or more column names."""
-        first = head.lstrip("\ufeff").split("\n", 1)[0].rstrip("\r")
-        return len(first.split(self.delimiter)) > 1
+        """A header of two or more column names (identifiers, not prose), and a first row
+        with as many cells."""
+        lines = head.lstrip("\ufeff").splitlines()
+        if not head.endswith("\n"):
+            lines = lines[:-1]  # cut short by the size of the head
+        rows = list(csv.reader(lines[:2], delimiter=self.delimiter))
+        if len(rows) < 2 or len(rows[0]) < 2 or len(rows[1]) != len(rows[0]):
+            return False
+        return all(_COLUMN_NAME.match(name.strip()) for name in rows[0])
 
     def read(
         self,

@@ -33,18 +33,9 @@ def resolve_encoder_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def quiet_transformers() -> None:
-    """transformers draws its own progress bars while loading; nerx reports on its own."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-
-
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
-    quiet_transformers()
     path = resolve_encoder_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
@@ -73,7 +64,6 @@ def load_encoder(name_or_path: str, *, config_only: bool = False):
     ``config_only``, e.g. before loading a saved nerx model's own weights)."""
     from transformers import AutoConfig, AutoModel
 
-    quiet_transformers()
     path = resolve_encoder_path(name_or_path)
     try:
         if config_only:

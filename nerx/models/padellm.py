@@ -79,7 +79,7 @@ from nerx.models.base import (
     register,
     setting,
 )
-from nerx.models.encoder import Window, max_window, quiet_transformers, resolve_encoder_path
+from nerx.models.encoder import Window, max_window, resolve_encoder_path
 
 NUM, END, TYPE, ALL, MENTION = "<num>", "<end>", "<type>", "<all>", "<mention>"
 DECODINGS = ("parallel", "autoregressive")
@@ -169,7 +169,6 @@ class PaDeLLM(SpanModel):
         """An ``AutoModelForCausalLM`` (pretrained, or fresh from its config)."""
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        quiet_transformers()
         path = resolve_encoder_path(name_or_path)
         try:
             config = AutoConfig.from_pretrained(path)
