@@ -62,3 +62,25 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+# Options that several commands share, defined once so they mean the same everywhere.
+_TABLES = "Tables and Label Studio"
+TEXT_COLUMN = typer.Option(
+    None,
+    "--text-column",
+    help="Table column (or Label Studio data field) holding the text. Default: text.",
+    rich_help_panel=_TABLES,
+)
+ID_COLUMN = typer.Option(
+    None,
+    "--id-column",
+    help="Table column holding the document id. Default: id if present, else the row number.",
+    rich_help_panel=_TABLES,
+)
+ANNOTATOR = typer.Option(
+    None,
+    "--annotator",
+    help="Label Studio export: read this annotator's annotations (user id or e-mail).",
+    rich_help_panel=_TABLES,
+)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from nerx.cli.common import err_console, handles_errors
+from nerx.cli.common import ANNOTATOR, ID_COLUMN, TEXT_COLUMN, err_console, handles_errors
 
 HELP = """Convert between JSONL, CoNLL, spaCy DocBin, BRAT, Label Studio, doccano, Prodigy,
 plain text and tables (Parquet, CSV, TSV), streaming.
@@ -24,13 +24,6 @@ was read, written and what the target could not hold.
   nerx convert export.json train.jsonl --annotator 3       # a Label Studio export
   nerx convert reviews.csv reviews.jsonl --text-column body --id-column review_id
 """
-
-
-TEXT_COLUMN_HELP = "Table column (or Label Studio data field) holding the text. Default: text."
-ID_COLUMN_HELP = (
-    "Table column holding the document id. Default: id if present, else the row number."
-)
-ANNOTATOR_HELP = "Label Studio export: read this annotator's annotations (user id or e-mail)."
 
 
 def register(app: typer.Typer) -> None:
@@ -73,15 +66,9 @@ def convert_command(
         help="Fail instead of warning: on an input with no documents, and on a discontinuous "
         "BRAT entity (else kept as its covering span, or as it was when writing BRAT).",
     ),
-    text_column: str | None = typer.Option(
-        None, "--text-column", help=TEXT_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
-    ),
-    id_column: str | None = typer.Option(
-        None, "--id-column", help=ID_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
-    ),
-    annotator: str | None = typer.Option(
-        None, "--annotator", help=ANNOTATOR_HELP, rich_help_panel="Tables and Label Studio"
-    ),
+    text_column: str | None = TEXT_COLUMN,
+    id_column: str | None = ID_COLUMN,
+    annotator: str | None = ANNOTATOR,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no summary."),
 ) -> None:
     from nerx.io import convert, detect_format, source_options

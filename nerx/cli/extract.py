@@ -8,8 +8,15 @@ import time
 
 import typer
 
-from nerx.cli.common import _escape, err_console, fail, handles_errors
-from nerx.cli.convert import ANNOTATOR_HELP, ID_COLUMN_HELP, TEXT_COLUMN_HELP
+from nerx.cli.common import (
+    ANNOTATOR,
+    ID_COLUMN,
+    TEXT_COLUMN,
+    _escape,
+    err_console,
+    fail,
+    handles_errors,
+)
 from nerx.journal import DEFAULT_CHUNK_SIZE
 
 HELP = """Find entities (and relations) in a corpus with a bundled or trained model.
@@ -80,15 +87,9 @@ def extract_command(
         0.0, min=0.0, max=1.0, help="Drop entities and relations scored below this."
     ),
     lang: str = typer.Option("en", help="Language of the spaCy tokenizer for raw text."),
-    text_column: str | None = typer.Option(
-        None, "--text-column", help=TEXT_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
-    ),
-    id_column: str | None = typer.Option(
-        None, "--id-column", help=ID_COLUMN_HELP, rich_help_panel="Tables and Label Studio"
-    ),
-    annotator: str | None = typer.Option(
-        None, "--annotator", help=ANNOTATOR_HELP, rich_help_panel="Tables and Label Studio"
-    ),
+    text_column: str | None = TEXT_COLUMN,
+    id_column: str | None = ID_COLUMN,
+    annotator: str | None = ANNOTATOR,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     precision: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), bf16 or fp32."),
     # Large corpora: chunks, the journal, bad documents, input preparation.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import typer
 
 from nerx.cli.common import err_console, handles_errors
@@ -167,18 +169,20 @@ def train_command(
         save_every=save_every,
         log_every=log_every,
     )
+    run = functools.partial(
+        train,
+        train_docs,
+        dev_docs,
+        kind=kind,
+        encoder=encoder,
+        output=output,
+        settings=settings,
+        resume=resume,
+        dev_split=held_out,
+    )
     world = ranks()
     if not world.is_main:  # rank 0 speaks for every process
-        train(
-            train_docs,
-            dev_docs,
-            kind=kind,
-            encoder=encoder,
-            output=output,
-            settings=settings,
-            resume=resume,
-            dev_split=held_out,
-        )
+        run()
         return
     processes = f", {world.world_size} processes" if world.distributed else ""
     dev_note = (
@@ -193,18 +197,7 @@ def train_command(
     )
     shown = _TrainingProgress() if err_console.is_terminal else PlainProgress(_plain_line)
     with shown as progress:
-        result = train(
-            train_docs,
-            dev_docs,
-            kind=kind,
-            encoder=encoder,
-            output=output,
-            settings=settings,
-            resume=resume,
-            on_step=progress.step,
-            on_epoch=progress.epoch,
-            dev_split=held_out,
-        )
+        result = run(on_step=progress.step, on_epoch=progress.epoch)
     err_console.print(
         f"[green]best dev F1 {result.best_score:.2f}[/] at epoch {result.best_epoch}; "
         f"model saved to [bold]{result.output}[/]"

@@ -80,30 +80,26 @@ def annotation_columns(doc: Document) -> dict[str, list[dict[str, Any]]]:
 
 
 def _entities(cell: Any, where: str) -> list[Entity]:
-    items = _items(cell, where, "entities")
-    try:
-        return [
-            Entity(int(e["start"]), int(e["end"]), str(e["label"]), _score(e.get("score")))
-            for e in items
-        ]
-    except (KeyError, TypeError, ValueError):
-        raise FormatError(
-            "the 'entities' column must hold a list of {start, end, label[, score]}",
-            where=where,
-            hint="rename the column if it holds something else",
-        ) from None
+    return _parsed(
+        cell, where, "entities", "{start, end, label[, score]}",
+        lambda e: Entity(int(e["start"]), int(e["end"]), str(e["label"]), _score(e.get("score"))),
+    )  # fmt: skip
 
 
 def _relations(cell: Any, where: str) -> list[Relation]:
-    items = _items(cell, where, "relations")
+    return _parsed(
+        cell, where, "relations", "{head, tail, label[, score]}",
+        lambda r: Relation(int(r["head"]), int(r["tail"]), str(r["label"]), _score(r.get("score"))),
+    )  # fmt: skip
+
+
+def _parsed(cell: Any, where: str, column: str, shape: str, build) -> list:
+    """The items of an entities or relations cell, each built by ``build``."""
     try:
-        return [
-            Relation(int(r["head"]), int(r["tail"]), str(r["label"]), _score(r.get("score")))
-            for r in items
-        ]
+        return [build(item) for item in _items(cell, where, column)]
     except (KeyError, TypeError, ValueError):
         raise FormatError(
-            "the 'relations' column must hold a list of {head, tail, label[, score]}",
+            f"the {column!r} column must hold a list of {shape}",
             where=where,
             hint="rename the column if it holds something else",
         ) from None
