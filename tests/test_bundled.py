@@ -127,3 +127,29 @@ def test_models_command_lists_names_labels_and_scores():
         assert name in result.stdout and found.command in result.stdout
         assert all(label in result.stdout for label in found.labels)
         assert f"{found.scores['bundled']['ner_f1']:.2f}" in result.stdout
+
+
+def test_models_command_describes_a_model_and_its_settings(tmp_path):
+    import json
+    import shutil
+
+    from nerx.bundled import model_path
+    from nerx.cli import app
+
+    result = CliRunner().invoke(app, ["models", "news-ner", "--verbose"])
+    assert result.exit_code == 0, result.output
+    assert "kind: token; backend: pytorch" in result.output
+    assert "dropout = 0.1" in result.output and "dropout before the tag classifier" in result.output
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model_path("news-ner"), copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["hyper"]["dropout"] = 0.3
+    (copy / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["models", str(copy)])
+    assert result.exit_code == 0 and "dropout = 0.3" in result.output
+
+    config["hyper"]["dropuot"] = 0.3
+    (copy / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["models", str(copy)])
+    assert result.exit_code == 2 and "dropuot" in result.output
