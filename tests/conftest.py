@@ -118,3 +118,36 @@ def overfit_settings(**changes) -> TrainSettings:
         "hyper": {"dropout": 0.0},
     }
     return TrainSettings(**{**values, **changes})
+
+
+#: BIO tagging holds one entity per word, so these kinds overfit documents without nesting.
+FLAT_KINDS = {"token"}
+
+
+def overfit_docs(kind: str) -> list:
+    """Two sample documents, fresh from disk: news-001 (with "Oslo" nested in "University of
+    Oslo") and news-002 for span models; news-002 and news-004 (no nesting) for flat ones."""
+    from nerx.io import read
+
+    docs = {doc.id: doc for doc in read(SAMPLES / "news.jsonl")}
+    ids = ("news-002", "news-004") if kind in FLAT_KINDS else ("news-001", "news-002")
+    return [docs[i] for i in ids]
+
+
+def _kinds() -> list[str]:
+    from nerx.models import MODELS
+
+    return sorted(MODELS)
+
+
+@pytest.fixture(scope="session", params=_kinds())
+def overfit(request, tiny_encoder, tmp_path_factory):
+    """(kind, model directory, training documents) of a model of every kind trained to overfit
+    two documents; trained once for every module that checks what such a model does."""
+    from nerx.training import train
+
+    kind = request.param
+    docs = overfit_docs(kind)
+    out = tmp_path_factory.mktemp(f"overfit-{kind}")
+    train(docs, docs, kind=kind, encoder=tiny_encoder, output=out, settings=overfit_settings())
+    return kind, out, docs

@@ -21,23 +21,13 @@ from nerx.models.token import decode_bio
 from nerx.pipeline import predict_documents
 from nerx.scoring import evaluate
 from nerx.training import CHECKPOINT_DIR, METRICS_NAME, train
-from tests.conftest import overfit_settings
+from tests.conftest import FLAT_KINDS, overfit_docs, overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 KINDS = sorted(MODELS)
-#: BIO tagging holds one entity per word, so these kinds overfit documents without nesting.
-FLAT_KINDS = {"token"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def overfit_docs(kind: str) -> list[Document]:
-    """Two sample documents, fresh from disk: news-001 (with "Oslo" nested in "University of
-    Oslo") and news-002 for span models; news-002 and news-004 (no nesting) for flat ones."""
-    docs = {doc.id: doc for doc in read(SAMPLES / "news.jsonl")}
-    ids = ("news-002", "news-004") if kind in FLAT_KINDS else ("news-001", "news-002")
-    return [docs[i] for i in ids]
 
 
 def entity_f1(model: SpanModel, docs: list[Document]) -> float:
@@ -47,16 +37,6 @@ def entity_f1(model: SpanModel, docs: list[Document]) -> float:
 
 def prediction_rows(docs: list[Document]) -> list[list[tuple]]:
     return [[(e.start, e.end, e.label, e.score) for e in doc.entities] for doc in docs]
-
-
-@pytest.fixture(scope="module", params=KINDS)
-def overfit(request, tiny_encoder, tmp_path_factory):
-    """(kind, model directory, training documents) of a model trained to overfit two docs."""
-    kind = request.param
-    docs = overfit_docs(kind)
-    out = tmp_path_factory.mktemp(f"overfit-{kind}")
-    train(docs, docs, kind=kind, encoder=tiny_encoder, output=out, settings=overfit_settings())
-    return kind, out, docs
 
 
 # --------------------------------------------------------------------------- the contract

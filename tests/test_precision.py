@@ -16,25 +16,17 @@ import torch
 
 import nerx.models.sener as sener
 from nerx.doc import Document, TextPreparer
-from nerx.io import read
 from nerx.models import MODELS, ModelConfig, load_model, model_class
 from nerx.pipeline import predict_documents
 from nerx.runtime import autocast, resolve_precision
 from nerx.training import RUN_CONFIG_NAME, train
-from tests.conftest import overfit_settings
+from tests.conftest import FLAT_KINDS, overfit_docs, overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 KINDS = sorted(MODELS)
-FLAT_KINDS = {"token"}  # BIO tagging: one entity per word
 CPU = torch.device("cpu")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def sample_docs(kind: str) -> list[Document]:
-    docs = {doc.id: doc for doc in read(SAMPLES / "news.jsonl")}
-    ids = ("news-002", "news-004") if kind in FLAT_KINDS else ("news-001", "news-002")
-    return [docs[i] for i in ids]
 
 
 def rows(docs: list[Document]) -> list[tuple[list, list]]:
@@ -61,7 +53,7 @@ def test_auto_precision_is_fp32_on_a_cpu_and_bf16_asked_for_is_bf16():
 # --------------------------------------------------------------------------- every kind
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_bf16_step_has_finite_loss_and_gradients_and_decodes(kind, tiny_encoder):
-    docs = sample_docs(kind)
+    docs = overfit_docs(kind)
     TextPreparer()(docs)
     config = ModelConfig(
         kind=kind,
@@ -109,7 +101,7 @@ def test_a_bf16_step_has_finite_loss_and_gradients_and_decodes(kind, tiny_encode
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_training_under_bf16_keeps_finite_losses(kind, tiny_encoder, tmp_path):
-    docs = sample_docs(kind)
+    docs = overfit_docs(kind)
     losses: list[float] = []
     train(
         docs,
@@ -125,17 +117,8 @@ def test_training_under_bf16_keeps_finite_losses(kind, tiny_encoder, tmp_path):
     assert config["precision"] == "bf16"
 
 
-@pytest.fixture(scope="module", params=KINDS)
-def overfit_fp32(request, tiny_encoder, tmp_path_factory):
-    kind = request.param
-    docs = sample_docs(kind)
-    out = tmp_path_factory.mktemp(f"fp32-{kind}")
-    train(docs, docs, kind=kind, encoder=tiny_encoder, output=out, settings=overfit_settings())
-    return kind, out, docs
-
-
-def test_a_model_overfit_in_fp32_predicts_the_same_under_bf16(overfit_fp32):
-    kind, out, docs = overfit_fp32
+def test_a_model_overfit_in_fp32_predicts_the_same_under_bf16(overfit):
+    kind, out, docs = overfit
     model = load_model(out)
     TextPreparer()(docs)
     full = predict_documents(model, docs, precision="fp32")
@@ -218,7 +201,7 @@ def test_sener_flex_attention_on_cuda_matches_banded_with_gradients():
 @needs_cuda
 @pytest.mark.parametrize("kind", KINDS)
 def test_training_on_cuda_under_bf16_keeps_finite_losses(kind, tiny_encoder, tmp_path):
-    docs = sample_docs(kind)
+    docs = overfit_docs(kind)
     losses: list[float] = []
     train(
         docs,
