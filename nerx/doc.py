@@ -174,12 +174,27 @@ def tokenize(text: str, cuts: Iterable[int] = ()) -> list[tuple[int, int]]:
     return tokens
 
 
+def first_disjoint(bounds: Sequence[tuple[int, int]], order: Iterable[int]) -> list[int]:
+    """Walk ``order`` (indices into ``bounds``, ``(start, end)`` with ``end`` exclusive) and
+    keep each index that overlaps none kept before it; the kept indices sorted by position.
+
+    The one greedy non-overlap selector: callers differ only in the order they prefer.
+    """
+    taken: list[int] = []
+    for i in order:
+        s, e = bounds[i]
+        if all(e <= bounds[t][0] or s >= bounds[t][1] for t in taken):
+            taken.append(i)
+    return sorted(taken, key=lambda i: bounds[i])
+
+
 def maximal_non_overlapping(entities: Sequence[Entity]) -> list[int]:
     """Indices of a maximal set of pairwise disjoint entities, preferring longer, outer ones.
 
     Used where a target holds no overlaps (CoNLL tags, spaCy ``doc.ents``). Longest first,
     then leftmost, then highest score; the result is sorted by position.
     """
+    bounds = [(ent.start, ent.end) for ent in entities]
     order = sorted(
         range(len(entities)),
         key=lambda i: (
@@ -188,14 +203,7 @@ def maximal_non_overlapping(entities: Sequence[Entity]) -> list[int]:
             -(entities[i].score or 0.0),
         ),
     )
-    taken: list[int] = []
-    spans: list[tuple[int, int]] = []
-    for i in order:
-        s, e = entities[i].start, entities[i].end
-        if all(e <= ts or s >= te for ts, te in spans):
-            taken.append(i)
-            spans.append((s, e))
-    return sorted(taken, key=lambda i: (entities[i].start, entities[i].end))
+    return first_disjoint(bounds, order)
 
 
 #: Raw text longer than this is tokenised in pieces cut at line breaks (else at spaces), so

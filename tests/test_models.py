@@ -16,7 +16,8 @@ from nerx.errors import ConfigError
 from nerx.io import read
 from nerx.models import MODELS, ModelConfig, SpanModel, load_model, model_class, save_model
 from nerx.models.base import Output
-from nerx.models.spandec import SpanDecoderLayer, enumerate_spans
+from nerx.models.spandec import SpanDecoderLayer
+from nerx.models.spans import enumerate_spans
 from nerx.models.token import decode_bio
 from nerx.pipeline import predict_documents
 from nerx.scoring import evaluate

@@ -72,7 +72,7 @@ from nerx.models.base import (
     sentence_mask,
     setting,
 )
-from nerx.models.spandec import greedy_flat
+from nerx.models.spans import greedy_flat
 
 DEFAULT_OMEGA = 4
 #: Sigmoid cut-offs tried on dev after training; the default first, so it wins ties.

@@ -88,7 +88,7 @@ from nerx.models.base import (
     setting,
 )
 from nerx.models.encoder import max_window
-from nerx.models.spandec import enumerate_spans, greedy_flat
+from nerx.models.spans import enumerate_spans, greedy_flat
 
 #: Indices into a network's marker table.
 START, END = 0, 1  # NER: levitated span markers

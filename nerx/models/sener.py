@@ -82,7 +82,7 @@ from nerx.models.base import (
 )
 from nerx.models.encoder import encoder_layers, encoder_position_embeddings
 from nerx.models.lora import add_lora, is_lora_parameter
-from nerx.models.spandec import greedy_flat
+from nerx.models.spans import greedy_flat
 
 DEFAULT_ATTENTION_WINDOW = 128
 DEFAULT_MAX_LENGTH = 32768

@@ -47,22 +47,10 @@ from nerx.models.base import (
     setting,
 )
 from nerx.models.encoder import drop_last_layer, encoder_layers, encoder_position_embeddings
+from nerx.models.spans import enumerate_spans, greedy_flat
 
 #: Spans decoded at once at inference; small enough for the per-span tensors to stay in cache.
 SPAN_CHUNK = 1024
-
-
-def enumerate_spans(sentences: Sequence[tuple[int, int]], max_length: int) -> torch.Tensor:
-    """All (start, end) word spans, end exclusive, of at most ``max_length`` words inside each
-    sentence: (spans, 2), ordered by start then end."""
-    chunks = []
-    lengths = torch.arange(1, max_length + 1)
-    for s, e in sentences:
-        starts = torch.arange(s, e).unsqueeze(1)  # (words, 1)
-        ends = starts + lengths  # (words, max_length)
-        keep = ends <= e
-        chunks.append(torch.stack([starts.expand_as(ends)[keep], ends[keep]], dim=-1))
-    return torch.cat(chunks) if chunks else torch.zeros((0, 2), dtype=torch.long)
 
 
 class SpanDecoderLayer(nn.Module):
@@ -488,15 +476,6 @@ class SFSpanDec(SpanDec):
             "dev_f1_by_threshold": results,
             **self.calibrate_outside_bias(dev_score),
         }
-
-
-def greedy_flat(spans: list[SpanPrediction]) -> list[SpanPrediction]:
-    """Most confident first, drop spans overlapping an already kept one (flat NER data)."""
-    kept: list[SpanPrediction] = []
-    for span in sorted(spans, key=lambda sp: -sp.score):
-        if all(span.end <= k.start or span.start >= k.end for k in kept):
-            kept.append(span)
-    return sorted(kept, key=lambda sp: (sp.start, sp.end))
 
 
 def _init_from_layer(decoder: SpanDecoderLayer, layer: nn.Module) -> bool:
