@@ -23,6 +23,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,7 @@ import torch
 from nerx.doc import Document, Entity, Relation, TextPreparer
 from nerx.errors import ConfigError, NerxError
 from nerx.journal import DEFAULT_CHUNK_SIZE
-from nerx.models.base import Example, Prediction, SpanModel
+from nerx.models.base import Example, Prediction, SpanModel, SpanPrediction
 from nerx.runtime import autocast, barrier, distributed, move_batch, ranks
 
 ON_ERROR = ("raise", "skip")
@@ -106,6 +107,11 @@ def prepare_documents(
     if preparer is not None:
         preparer(docs)
     examples: list[Example] = [ex for i, doc in enumerate(docs) for ex in model.prepare(doc, i)]
+    upstream = entity_model(model)
+    if upstream is not None:  # a two-stage pipeline: that model's entities go in as given
+        found = predict_documents(upstream, docs, batch_size=batch_size)
+        for example in examples:
+            example.given_spans = window_entities(found[example.doc_index], example)
     # Length-sorted batches are dense; predictions go back to their documents afterwards.
     order = sorted(range(len(examples)), key=lambda k: len(examples[k].input_ids))
     batches = []
@@ -118,6 +124,44 @@ def prepare_documents(
         windows=len(examples),
         split_sentences=sum(1 for ex in examples if ex.window.piece == 1),
     )
+
+
+_ENTITY_MODELS: weakref.WeakKeyDictionary[SpanModel, tuple[str, SpanModel]] = (
+    weakref.WeakKeyDictionary()
+)
+_ENTITY_MODELS_LOCK = threading.Lock()
+
+
+def entity_model(model: SpanModel) -> SpanModel | None:
+    """The model named by ``model.entity_source()``, whose entities ``model`` takes as
+    given, on ``model``'s device; None when ``model`` finds its own. Loaded once per model
+    and path (workers preparing chunks in parallel share it)."""
+    source = model.entity_source()
+    if not source:
+        return None
+    with _ENTITY_MODELS_LOCK:
+        cached = _ENTITY_MODELS.get(model)
+        if cached is None or cached[0] != str(source):
+            from nerx.models import load_model
+
+            cached = (str(source), load_model(source, device=model.device))
+            _ENTITY_MODELS[model] = cached
+    return cached[1].to(model.device)
+
+
+def window_entities(doc: Document, example: Example) -> list[SpanPrediction]:
+    """``doc``'s entities that cover whole words inside ``example``'s focus sentences, as
+    window-relative word spans in text order (an entity without a score counts as sure)."""
+    offset = example.window.start
+    spans = []
+    for ent, words in zip(doc.entities, doc.entity_token_spans(), strict=True):
+        if words is None:
+            continue
+        s, e = words[0] - offset, words[1] - offset
+        if any(first <= s and e <= end for first, end in example.sentences):
+            score = 1.0 if ent.score is None else ent.score
+            spans.append(SpanPrediction(s, e, ent.label, score))
+    return sorted(spans, key=lambda sp: (sp.start, sp.end))
 
 
 def run_prepared(
@@ -138,9 +182,8 @@ def run_prepared(
         with torch.inference_mode(), autocast(device, precision):
             for chunk, collated in prepared.batches:
                 batch = move_batch(collated, device)
-                output = model(batch)
-                local.model.update(output.stats)
-                for example, prediction in zip(chunk, model.decode(output, batch), strict=True):
+                predictions = model.predict(batch, stats=local.model)
+                for example, prediction in zip(chunk, predictions, strict=True):
                     found[example.doc_index].append((example, prediction))
     finally:
         model.train(was_training)

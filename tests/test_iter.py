@@ -241,8 +241,7 @@ def predict_hand_built(model, monkeypatch, nested: bool):
     monkeypatch.setitem(model.config.hyper, "nested", nested)
     batch = model.collate(model.prepare(doc(WORDS, [])))
     with torch.no_grad():
-        output = model(batch)
-    (prediction,) = model.decode(output, batch)
+        (prediction,) = model.predict(batch)
     spans = [(s.start, s.end, s.label, s.score) for s in prediction.spans]
     return spans, prediction.relations, asked
 

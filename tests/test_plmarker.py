@@ -330,9 +330,13 @@ def _logits(**probs: float) -> list[float]:
     return [math.log(probs.get(name, rest)) for name in names]
 
 
-def relation_output(spans, logits: list[list[float]], pairs) -> Output:
-    """What forward hands to decode at inference: entities, RE logits and their pairs."""
-    return Output(tensors={"entities": spans, "re_logits": torch.tensor(logits), "re_pairs": pairs})
+def relation_output(spans, logits: list[list[float]], pairs) -> tuple[Output, dict]:
+    """What predict hands to decode: RE logits and their (row, subject, object) pairs, and a
+    batch whose examples carry their entities."""
+    output = Output(
+        tensors={"re_logits": torch.tensor(logits), "re_pairs": torch.tensor(pairs).view(-1, 3)}
+    )
+    return output, {"examples": [SimpleNamespace(given_spans=row) for row in spans]}
 
 
 def test_decode_averages_both_directions_and_emits_symmetric_once(model):
@@ -353,10 +357,10 @@ def test_decode_averages_both_directions_and_emits_symmetric_once(model):
         ((2, 1, 0), _logits(spouse=0.5, none=0.3)),
         ((2, 0, 1), _logits(spouse=0.6, none=0.2)),
     ]
-    output = relation_output(
+    output, batch = relation_output(
         spans, [row for _, row in pairs_and_logits], [pair for pair, _ in pairs_and_logits]
     )
-    predictions = model.decode(output, {"examples": [None, None, None]})
+    predictions = model.decode(output, batch)
     got = [[r[:3] for r in p.relations] for p in predictions]
     assert got == [[(0, 1, "Work_For")], [], [(0, 1, "Spouse")]]
     assert predictions[0].relations[0][3] == pytest.approx((0.7 + 0.5) / 2)
@@ -369,8 +373,8 @@ def test_decode_reads_an_inverse_as_the_other_direction(model):
     # The pass with entity 0 as subject says Work_For^-1 (1 works for 0), and the pass with
     # entity 1 as subject agrees: the relation is emitted with entity 1 as head.
     logits = [_logits(work_inv=0.8, none=0.1), _logits(work=0.3, none=0.6)]
-    output = relation_output(spans, logits, [(0, 0, 1), (0, 1, 0)])
-    (prediction,) = model.decode(output, {"examples": [None]})
+    output, batch = relation_output(spans, logits, [(0, 0, 1), (0, 1, 0)])
+    (prediction,) = model.decode(output, batch)
     assert [r[:3] for r in prediction.relations] == [(1, 0, "Work_For")]
     assert prediction.relations[0][3] == pytest.approx((0.8 + 0.3) / 2)
 
@@ -379,12 +383,12 @@ def test_relation_bias_turns_a_narrow_no_relation_call_into_a_relation(model):
     spans = [[SpanPrediction(0, 1, "PER", 0.9), SpanPrediction(2, 3, "ORG", 0.8)]]
     # Both passes say no relation, but only just (0.45 against 0.40 for Work_For).
     logits = [_logits(none=0.45, work=0.40), _logits(none=0.45, work_inv=0.40)]
-    output = relation_output(spans, logits, [(0, 0, 1), (0, 1, 0)])
+    output, batch = relation_output(spans, logits, [(0, 0, 1), (0, 1, 0)])
     hyper = model.config.hyper
     try:
-        (before,) = model.decode(output, {"examples": [None]})
+        (before,) = model.decode(output, batch)
         hyper["relation_bias"] = 0.5
-        (after,) = model.decode(output, {"examples": [None]})
+        (after,) = model.decode(output, batch)
     finally:
         hyper.pop("relation_bias", None)
     assert before.relations == []

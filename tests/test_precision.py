@@ -89,8 +89,7 @@ def test_a_bf16_step_has_finite_loss_and_gradients_and_decodes(kind, tiny_encode
         unlabelled = [ex for i, doc in enumerate(docs) for ex in model.prepare(doc, i)]
         batch = model.collate(unlabelled)
         with torch.inference_mode(), autocast(CPU, "bf16"):
-            output = model(batch)
-            predictions = model.decode(output, batch)
+            predictions = model.predict(batch)
     finally:
         hook.remove()
     assert len(predictions) == len(unlabelled)

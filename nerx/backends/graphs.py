@@ -287,6 +287,13 @@ class IterExport(Export):
         known = set(model.config.symmetric_relations)
         symmetric = [label in known for label in model.config.relation_labels]
         model.register_buffer("symmetric", torch.tensor(symmetric, dtype=torch.bool), False)
+        if model.config.relation_labels:
+            # The link head of ITER's predict, on the exported graph.
+            def link_logits(words, entity_bounds):
+                feed = {"words": words, "entity_bounds": entity_bounds}
+                return model._run("links", feed)["link_logits"]
+
+            model._link_logits = link_logits
 
     @classmethod
     def modules(cls, model):
@@ -309,38 +316,16 @@ class IterExport(Export):
 
     @classmethod
     def infer(cls, config, run, batch):
-        """Left brackets -> spans (in Python, as on the PyTorch path) -> links between the
-        spans that will be emitted."""
-        from nerx.models.iter import select_spans
-
-        hyper = config.hyper
+        """ITER's first step, as the PyTorch forward at inference: brackets, candidate spans
+        and their logits. The link step runs in the kind's ``predict`` on the spans decoded
+        from them, through the ``links`` graph (see :meth:`attach`)."""
         found = run("model", {**batch, **cls.settings(config)})
-        spans = select_spans(
-            found["span_logits"],
-            found["candidates"],
-            found["candidate_mask"],
-            config.labels,
-            hyper.get("span_threshold", 0.5),
-            hyper.get("nested", True),
-        )
-        tensors = {**found, "spans": spans, "link_logits": None}
-        if config.relation_labels:
-            most = max(1, max(len(row) for row in spans))
-            bounds = torch.zeros((len(spans), most, 2), dtype=torch.long)
-            for row, row_spans in enumerate(spans):
-                if row_spans:
-                    bounds[row, : len(row_spans)] = torch.tensor(
-                        [[sp.start, sp.end - 1] for sp in row_spans]
-                    )
-            links = run("links", {"words": found["words"], "entity_bounds": bounds})
-            tensors["link_logits"] = links["link_logits"]
+        threshold = config.hyper.get("left_threshold", 0.5)
         stats = {
             "candidate_spans": float(found["candidate_mask"].sum()),
-            "left_brackets": float(
-                (found["left_logits"].sigmoid() >= hyper.get("left_threshold", 0.5)).sum()
-            ),
+            "left_brackets": float((found["left_logits"].sigmoid() >= threshold).sum()),
         }
-        return Output(tensors=tensors, stats=stats)
+        return Output(tensors=found, stats=stats)
 
 
 def _scalar(value: float) -> torch.Tensor:

@@ -4,10 +4,12 @@ The training loop and the extraction pipeline only ever call::
 
     examples = model.prepare(doc, gold=True)   # windows of words, gold spans, subword ids
     batch = model.collate(examples)            # tensors
-    output = model(batch)                      # output.loss when the batch carries gold
-    predictions = model.decode(output, batch)  # spans (+ relations) per example
+    output = model(batch)                      # training: output.loss (the batch has gold)
+    predictions = model.predict(batch)         # inference: spans (+ relations) per example
 
-so neither asks which model it holds. A model directory is self-describing: ``config.json``
+so neither asks which model it holds. ``forward`` returns the loss and tensors only;
+``predict`` is ``decode(forward(batch))`` unless a kind's inference has a second step that
+depends on what the first decoded (relations between the entities found). A model directory is self-describing: ``config.json``
 (kind, labels, encoder, hyperparameters, nerx version), ``model.safetensors`` and the tokenizer
 files, plus ``encoder/config.json`` to rebuild the encoder's shape without the network.
 """
@@ -20,6 +22,7 @@ import json
 import math
 import os
 import typing
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -93,6 +96,9 @@ class Example:
     gold_spans: list[tuple[int, int, int]] = field(default_factory=list)
     gold_relations: list[tuple[int, int, int]] = field(default_factory=list)
     has_gold: bool = False
+    #: Entities another model found in this window (window-relative, focus sentences only),
+    #: set by the pipeline for a kind whose ``entity_source`` names that model.
+    given_spans: list[SpanPrediction] | None = None
 
     @property
     def n_words(self) -> int:
@@ -370,6 +376,22 @@ class SpanModel(nn.Module):
 
     def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
         raise NotImplementedError
+
+    def predict(
+        self, batch: dict[str, Any], stats: Counter[str] | None = None
+    ) -> list[Prediction]:
+        """Inference on a collated batch: entities (+ relations) per example. The model's
+        counters (:attr:`Output.stats`) are added to ``stats`` when given."""
+        output = self(batch)
+        if stats is not None:
+            stats.update(output.stats)
+        return self.decode(output, batch)
+
+    def entity_source(self) -> str | None:
+        """A saved model whose entities this one takes as given at inference, or None when
+        it finds its own. The pipeline runs that model first and sets each example's
+        ``given_spans`` (a two-stage pipeline is composed there, never inside a model)."""
+        return None
 
     def calibrate(self, dev_score) -> dict[str, Any]:
         """Tune inference settings on dev after training. ``dev_score()`` returns the dev F1

@@ -50,6 +50,7 @@ Settings (``config.hyper``):
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -191,6 +192,19 @@ def select_spans(
     return [sorted(row, key=lambda sp: (sp.start, sp.end, sp.label)) for row in rows]
 
 
+def entity_bounds(spans: Sequence[Sequence[SpanPrediction]], device=None) -> torch.Tensor:
+    """(B, E, 2): each row's spans as (start, last word), zero-padded to the most spans in a
+    row (at least one)."""
+    most = max(1, max((len(row) for row in spans), default=0))
+    bounds = torch.zeros((len(spans), most, 2), dtype=torch.long, device=device)
+    for row, found in enumerate(spans):
+        if found:
+            bounds[row, : len(found)] = torch.tensor(
+                [[sp.start, sp.end - 1] for sp in found], device=device
+            )
+    return bounds
+
+
 def decode_relations(
     link_logits: torch.Tensor, labels: Sequence[str], symmetric: torch.Tensor, threshold: float
 ) -> list[tuple[int, int, str, float]]:
@@ -323,14 +337,24 @@ class Iter(SpanModel):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: dict[str, Any]) -> Output:
+        """Word vectors and left-bracket logits; at inference also the spans the predicted
+        brackets start and their type logits (training scores the gold brackets' spans, in
+        the loss). Links need the spans decoded first: :meth:`predict` adds them."""
         hidden = self.encode(batch)  # (B, T, H)
         words = self.dropout(gather_words(hidden, batch["word_starts"]))  # (B, W, H)
         left_logits = self._left_logits(words)  # (B, W)
         loss = self._loss(words, left_logits, batch) if batch["has_gold"] else None
-        tensors: dict[str, Any] = {"left_logits": left_logits}
+        tensors: dict[str, Any] = {"words": words, "left_logits": left_logits}
         stats: dict[str, float] = {}
         if not self.training:
-            tensors, stats = self._infer(words, left_logits, batch)
+            lefts = left_logits.float().sigmoid() >= self.settings.left_threshold
+            candidates, mask = span_candidates(lefts, batch["sentence_start"], self.omega)
+            tensors.update(
+                candidates=candidates,  # (B, W, omega)
+                candidate_mask=mask,
+                span_logits=self._span_logits(words, candidates),  # (B, W, omega, labels)
+            )
+            stats = {"candidate_spans": float(mask.sum()), "left_brackets": float(lefts.sum())}
         return Output(loss=loss, tensors=tensors, stats=stats)
 
     def _left_logits(self, words: torch.Tensor) -> torch.Tensor:
@@ -379,39 +403,27 @@ class Iter(SpanModel):
         return loss
 
     # ------------------------------------------------------------------ inference
-    def _infer(self, words, left_logits, batch) -> tuple[dict[str, Any], dict[str, float]]:
+    def predict(self, batch: dict[str, Any], stats: Counter[str] | None = None) -> list[Prediction]:
         """Left brackets -> spans -> links between the spans that will be emitted."""
-        settings = self.settings
-        lefts = left_logits.float().sigmoid() >= settings.left_threshold
-        candidates, mask = span_candidates(lefts, batch["sentence_start"], self.omega)
-        span_logits = self._span_logits(words, candidates)
-        spans = select_spans(
-            span_logits,
-            candidates,
-            mask,
+        output = self(batch)
+        if self.config.relation_labels:
+            words = output.tensors["words"]
+            bounds = entity_bounds(self._spans(output), words.device)
+            output.tensors["link_logits"] = self._link_logits(words, bounds)  # (B, E, E, R)
+        if stats is not None:
+            stats.update(output.stats)
+        return self.decode(output, batch)
+
+    def _spans(self, output: Output) -> list[list[SpanPrediction]]:
+        settings, tensors = self.settings, output.tensors
+        return select_spans(
+            tensors["span_logits"],
+            tensors["candidates"],
+            tensors["candidate_mask"],
             self.config.labels,
             settings.span_threshold,
             settings.nested,
         )
-        tensors = {
-            "left_logits": left_logits,
-            "candidates": candidates,
-            "candidate_mask": mask,
-            "span_logits": span_logits,
-            "spans": spans,
-            "link_logits": None,
-        }
-        if self.is_link is not None:
-            most = max(1, max(len(row) for row in spans))
-            bounds = torch.zeros((len(spans), most, 2), dtype=torch.long, device=words.device)
-            for row, found in enumerate(spans):
-                if found:
-                    bounds[row, : len(found)] = torch.tensor(
-                        [[sp.start, sp.end - 1] for sp in found], device=words.device
-                    )
-            tensors["link_logits"] = self._link_logits(words, bounds)
-        stats = {"candidate_spans": float(mask.sum()), "left_brackets": float(lefts.sum())}
-        return tensors, stats
 
     def calibrate(self, dev_score) -> dict[str, Any]:
         """Choose the span, then the link threshold on dev (Rel+ when the data has
@@ -422,8 +434,10 @@ class Iter(SpanModel):
         return chosen
 
     def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
-        spans = output.tensors["spans"]
-        links = output.tensors["link_logits"]
+        """Spans, and relations when the output holds link logits for them (after
+        :meth:`predict`)."""
+        spans = self._spans(output)
+        links = output.tensors.get("link_logits")
         threshold = self.settings.link_threshold
         predictions = []
         for row, found in enumerate(spans):

@@ -58,6 +58,7 @@ import copy
 import functools
 import inspect
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -328,21 +329,30 @@ class PaDeLLM(SpanModel):
         return batch
 
     def forward(self, batch: dict[str, Any]) -> Output:  # type: ignore[override]
-        if batch["has_gold"]:
-            return Output(loss=self._loss(batch))
-        stats: dict[str, float] = {}
+        """The teacher-forced loss of a batch's gold sequences. Inference generates token by
+        token, each step reading the last, so it is :meth:`predict`, not a forward pass
+        whose tensors a decode reads."""
+        if not batch["has_gold"]:
+            raise ModelError(
+                "padellm's forward pass scores gold sequences; it has none to score here",
+                hint="call predict(batch) to generate the mentions",
+            )
+        return Output(loss=self._loss(batch))
+
+    def predict(self, batch: dict[str, Any], stats: Counter[str] | None = None) -> list[Prediction]:
+        """Generate each label's mentions and place them in the text."""
+        counters: dict[str, float] = {}
         examples = batch["examples"]
         if self._decoding() == "parallel":
-            found = self.parallel_mentions(examples, stats)
+            found = self.parallel_mentions(examples, counters)
         else:
-            found = self.autoregressive_mentions(examples, stats)
+            found = self.autoregressive_mentions(examples, counters)
         predictions = [
-            self._predict_spans(ex, f, stats) for ex, f in zip(examples, found, strict=True)
+            self._predict_spans(ex, f, counters) for ex, f in zip(examples, found, strict=True)
         ]
-        return Output(tensors={"predictions": predictions}, stats=stats)
-
-    def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
-        return output.tensors["predictions"]
+        if stats is not None:
+            stats.update(counters)
+        return predictions
 
     def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
         blocks = batch["blocks"]  # (sequences, T), -1 on padding

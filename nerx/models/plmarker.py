@@ -54,7 +54,8 @@ Hyperparameters (``config.hyper``):
 * ``re_max_entities`` (64): at inference, RE runs on at most this many of a window's predicted
   entities, the most confident (an untrained NER head marks spans everywhere).
 * ``ner_model`` (None): a saved nerx model directory whose entities RE runs on at inference
-  (a relative path is read from the working directory).
+  (a relative path is read from the working directory). The pipeline composes the two:
+  it runs that model first and gives its entities to the examples (``given_spans``).
 * ``outside_bias`` / ``relation_bias`` (0): taken off the "no entity" / "no relation" logit
   before decoding. Chosen on dev after training (``calibrate``), the NER one first; with
   ``ner_model`` set, only the relation one.
@@ -64,8 +65,9 @@ Hyperparameters (``config.hyper``):
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -73,7 +75,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nerx.doc import Document
 from nerx.errors import ModelError
 from nerx.models.base import (
     OUTSIDE_BIASES,
@@ -352,13 +353,6 @@ def _ffn(width: int, hidden: int, classes: int, dropout: float) -> nn.Sequential
     )
 
 
-@dataclass
-class WordsExample(Example):
-    """An example that keeps its window's words, for the model named by ``ner_model``."""
-
-    words: list[str] = field(default_factory=list)
-
-
 # ---------------------------------------------------------------------- the model
 @dataclass(frozen=True)
 class PLMarkerSettings(Settings):
@@ -400,7 +394,9 @@ class PLMarker(SpanModel):
         self.ner_head = _ffn(READS * hidden, hidden, n_labels, dropout)
         self.re_head = _ffn(READS * hidden, hidden, 1 + max(self.inverse, default=0), dropout)
         self.type_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, n_labels))
-        self._ner_source: tuple[str, SpanModel] | None = None
+
+    def entity_source(self) -> str | None:
+        return self.settings.ner_model
 
     @property
     def re_network(self) -> nn.Module:
@@ -410,26 +406,19 @@ class PLMarker(SpanModel):
         # The RE encoder is pretrained too: it trains at the encoder's learning rate.
         return {n for n in super().head_parameter_names() if not n.startswith("re_encoder.")}
 
-    def prepare(self, doc: Document, doc_index: int = 0, *, gold: bool = False) -> list[Example]:
-        examples = super().prepare(doc, doc_index, gold=gold)
-        if not self.settings.ner_model:
-            return examples
-        words = [doc.text[s:e] for s, e in doc.tokens]
-        return [
-            WordsExample(
-                **{f.name: getattr(ex, f.name) for f in fields(Example)},
-                words=words[ex.window.start : ex.window.end],
-            )
-            for ex in examples
-        ]
-
     # ------------------------------------------------------------------ batching
     def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
         """NER passes (every candidate span, grouped), and with gold the RE passes on the
         gold entities. Passes of all examples are flattened; items know their example."""
         has_gold = all(ex.has_gold for ex in examples)
+        given = all(ex.given_spans is not None for ex in examples)
+        if self.settings.ner_model and not (has_gold or given):
+            raise ModelError(
+                "ner_model's entities are given to the examples by the pipeline",
+                hint="run the model through nerx.pipeline (extract, predict_documents)",
+            )
         batch: dict[str, Any] = {"examples": list(examples), "has_gold": has_gold}
-        if has_gold or not self.settings.ner_model:
+        if has_gold or not given:
             batch.update(self._ner_inputs(examples))
         if has_gold:
             entities = [[(s, e) for s, e, _ in ex.gold_spans] for ex in examples]
@@ -547,7 +536,8 @@ class PLMarker(SpanModel):
         return self.re_head(reps.flatten(1)), self.type_head(reps[:, 2:].flatten(1))
 
     def forward(self, batch: dict[str, Any]) -> Output:
-        examples = batch["examples"]
+        """The NER step: span logits (and with gold the NER + RE loss). The RE step runs on
+        the entities decoded from it, so it belongs to :meth:`predict`."""
         tensors: dict[str, Any] = {}
         loss = None
         if "ner_chunks" in batch:
@@ -566,27 +556,29 @@ class PLMarker(SpanModel):
                 )
         stats: dict[str, float] = {}
         if not self.training:
-            if self.settings.ner_model:
-                entities = self._external_entities(examples)
-            else:
-                entities = self._entities(tensors, len(examples))
-            tensors["entities"] = entities
-            stats = self._relate(examples, entities, tensors)
             stats["ner_passes"] = float(
                 sum(len(c["input_ids"]) for c in batch.get("ner_chunks", []))
             )
         return Output(loss=loss, tensors=tensors, stats=stats)
 
+    def predict(self, batch: dict[str, Any], stats: Counter[str] | None = None) -> list[Prediction]:
+        """NER (or the given entities), then RE passes on the entities decoded from it."""
+        output = self(batch)
+        entities = self._batch_entities(output, batch)
+        tensors, counters = self._relate(batch["examples"], entities)
+        output.tensors.update(tensors)
+        output.stats.update(counters)
+        if stats is not None:
+            stats.update(output.stats)
+        return self.decode(output, batch)
+
     def _relate(
-        self,
-        examples: Sequence[Example],
-        entities: Sequence[Sequence[SpanPrediction]],
-        tensors: dict[str, Any],
-    ) -> dict[str, float]:
-        """RE passes on the predicted entities: their logits and (row, subject, object)
-        pairs go to ``tensors``. Only the ``re_max_entities`` most confident entities of an
-        example take part: an NER head early in training marks spans everywhere, and the RE
-        cost grows with the square of the entities."""
+        self, examples: Sequence[Example], entities: Sequence[Sequence[SpanPrediction]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """RE passes on the entities: their logits (pairs, classes) and the (row, subject,
+        object) entity indices of each pair (pairs, 3). Only the ``re_max_entities`` most
+        confident entities of an example take part: an NER head early in training marks
+        spans everywhere, and the RE cost grows with the square of the entities."""
         cap = self.settings.re_max_entities
         kept = [
             sorted(sorted(range(len(spans)), key=lambda i: -spans[i].score)[:cap])
@@ -599,9 +591,13 @@ class PLMarker(SpanModel):
                 for spans, keep in zip(entities, kept, strict=True)
             ],
         )
-        tensors["re_logits"], _ = self._re_scores(inputs)
-        tensors["re_pairs"] = [(row, kept[row][s], kept[row][o]) for row, s, o in inputs["pairs"]]
-        return {
+        logits, _ = self._re_scores(inputs)
+        pairs = [(row, kept[row][s], kept[row][o]) for row, s, o in inputs["pairs"]]
+        tensors = {
+            "re_logits": logits,
+            "re_pairs": torch.tensor(pairs, dtype=torch.long, device=logits.device).view(-1, 3),
+        }
+        return tensors, {
             "re_passes": float(sum(len(c["input_ids"]) for c in inputs["chunks"])),
             "re_entities_left_out": float(
                 sum(len(e) - len(k) for e, k in zip(entities, kept, strict=True))
@@ -609,6 +605,14 @@ class PLMarker(SpanModel):
         }
 
     # ------------------------------------------------------------------ entities
+    def _batch_entities(self, output: Output, batch: dict[str, Any]) -> list[list[SpanPrediction]]:
+        """The entities of each example: those given with it (another model's, set by the
+        pipeline), else the NER step's."""
+        examples = batch["examples"]
+        if examples and all(ex.given_spans is not None for ex in examples):
+            return [sorted(ex.given_spans, key=lambda sp: (sp.start, sp.end)) for ex in examples]
+        return self._entities(output.tensors, len(examples))
+
     def _entities(self, tensors: dict[str, Any], n_rows: int) -> list[list[SpanPrediction]]:
         """Each span's best label when it is not O; flat data keeps the most confident
         non-overlapping spans. Per example, in (start, end) order."""
@@ -623,35 +627,6 @@ class PLMarker(SpanModel):
             found = [greedy_flat(spans) for spans in found]
         return [sorted(spans, key=lambda sp: (sp.start, sp.end)) for spans in found]
 
-    def _external_entities(self, examples: Sequence[Example]) -> list[list[SpanPrediction]]:
-        """Entities of the ``ner_model`` directory's model, run on each example's window."""
-        from nerx.pipeline import predict_documents
-
-        if not all(isinstance(ex, WordsExample) for ex in examples):
-            raise ModelError(
-                "ner_model needs examples prepared while it is set",
-                hint="set hyper ner_model before calling prepare()",
-            )
-        docs = [_window_document(ex) for ex in examples]
-        found = []
-        for ex, doc in zip(examples, predict_documents(self._ner_model(), docs), strict=True):
-            spans = [
-                SpanPrediction(ts[0], ts[1], ent.label, 1.0 if ent.score is None else ent.score)
-                for ent, ts in zip(doc.entities, doc.entity_token_spans(), strict=True)
-                if ts and any(s <= ts[0] and ts[1] <= e for s, e in ex.sentences)
-            ]
-            found.append(sorted(spans, key=lambda sp: (sp.start, sp.end)))
-        return found
-
-    def _ner_model(self) -> SpanModel:
-        from nerx.models.base import load_model
-
-        path = str(self.settings.ner_model)
-        if self._ner_source is None or self._ner_source[0] != path:
-            # A plain tuple, not a submodule: the other model's weights are not saved here.
-            self._ner_source = (path, load_model(path, device=self.device))
-        return self._ner_source[1].to(self.device)
-
     # ------------------------------------------------------------------ decoding
     def calibrate(self, dev_score) -> dict[str, Any]:
         """Choose on dev the bias off the "no entity" logit (unless the entities come from
@@ -664,11 +639,14 @@ class PLMarker(SpanModel):
         return chosen
 
     def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
+        """Entities, and relations when the output holds the RE step's logits (after
+        :meth:`predict`; a bare forward has the NER step's only)."""
         n_rows = len(batch["examples"])
         tensors = output.tensors
-        # After a forward in training mode there are NER logits only.
-        entities = tensors["entities"] if "entities" in tensors else self._entities(tensors, n_rows)
-        relations = self._relations(tensors.get("re_logits"), tensors.get("re_pairs", []), n_rows)
+        entities = self._batch_entities(output, batch)
+        pairs = tensors.get("re_pairs")
+        pairs = [] if pairs is None else [tuple(pair) for pair in pairs.tolist()]
+        relations = self._relations(tensors.get("re_logits"), pairs, n_rows)
         return [
             Prediction(spans=list(spans), relations=rels)
             for spans, rels in zip(entities, relations, strict=True)
@@ -697,11 +675,3 @@ class PLMarker(SpanModel):
             r, reverse = (c - 1) % len(labels), c > len(labels)
             found[row].append((b, a, labels[r], p) if reverse else (a, b, labels[r], p))
         return found
-
-
-def _window_document(ex: WordsExample) -> Document:
-    """The window's words as a document whose sentences are the focus sentences, with the
-    context before and after them as sentences of their own."""
-    cuts = sorted({0, len(ex.words), *(b for s in ex.sentences for b in s)})
-    lengths = [e - s for s, e in zip(cuts, cuts[1:], strict=False) if e > s]
-    return Document.from_words(f"window-{ex.doc_index}", ex.words, sentence_lengths=lengths)
