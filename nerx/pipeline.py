@@ -35,7 +35,7 @@ import torch
 from nerx.doc import Document, Entity, Relation, TextPreparer
 from nerx.errors import ConfigError, NerxError
 from nerx.journal import DEFAULT_CHUNK_SIZE
-from nerx.models.base import Example, Prediction, SpanModel, SpanPrediction
+from nerx.models.base import Example, Prediction, SpanModel, SpanPrediction, Statistic
 from nerx.runtime import autocast, barrier, distributed, move_batch, ranks
 
 ON_ERROR = ("raise", "skip")
@@ -55,6 +55,8 @@ class ExtractionStats:
     seconds: float = 0.0
     #: Counters a model reports (e.g. candidate spans and spans kept by a filter).
     model: Counter[str] = field(default_factory=Counter)
+    #: How the model that ran says to print its counters (``SpanModel.statistics``).
+    statistics: tuple[Statistic, ...] = ()
 
     @property
     def docs_per_second(self) -> float:
@@ -70,6 +72,12 @@ class ExtractionStats:
         self.split_sentences += other.split_sentences
         self.rejected += other.rejected
         self.model.update(other.model)
+        self.statistics = self.statistics or other.statistics
+
+    def model_summary(self) -> list[str]:
+        """The model's counters as the model describes them, those that are not zero."""
+        found = (statistic.describe(self.model) for statistic in self.statistics)
+        return [text for text in found if text]
 
 
 @dataclass
@@ -173,7 +181,11 @@ def run_prepared(
     precision: str = "auto",
 ) -> list[Document]:
     """The forward passes and decoding of prepared documents; returns new Documents."""
-    local = ExtractionStats(windows=prepared.windows, split_sentences=prepared.split_sentences)
+    local = ExtractionStats(
+        windows=prepared.windows,
+        split_sentences=prepared.split_sentences,
+        statistics=type(model).statistics,
+    )
     device = model.device
     found: list[list[tuple[Example, Prediction]]] = [[] for _ in prepared.docs]
     was_training = model.training

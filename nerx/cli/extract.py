@@ -265,9 +265,8 @@ def _summary(result, rejections) -> None:
     )
     if result.resumed_chunks:
         line += f"; {result.resumed_chunks} chunks done by an earlier run"
-    if stats.model.get("spans"):
-        kept = stats.model["spans_kept"] / stats.model["spans"]
-        line += f"; token filter kept {kept:.1%} of {int(stats.model['spans'])} candidate spans"
+    for note in stats.model_summary():
+        line += f"; {note}"
     err_console.print(line)
     if result.rejected:
         where = f" (see {result.rejected_path})" if result.rejected_path else ""

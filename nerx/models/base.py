@@ -23,7 +23,7 @@ import math
 import os
 import typing
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, get_type_hints
@@ -125,8 +125,32 @@ class Output:
     loss: torch.Tensor | None = None
     #: Anything ``decode`` needs (logits, candidate spans...), keyed by name.
     tensors: dict[str, Any] = field(default_factory=dict)
-    #: Counters summed over a run and shown in the summary (e.g. spans kept by a filter).
+    #: Counters summed over a run (e.g. spans kept by a filter); the kind's
+    #: :attr:`SpanModel.statistics` say which the summary shows, and how.
     stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A counter a model reports in :attr:`Output.stats` and how a run's summary prints it.
+
+    ``text`` is a format string: ``{value}`` is the counter summed over the run; with ``of``
+    (another counter), ``{total}`` is that one and ``{fraction}`` is value / total. Nothing
+    is printed while the counter (or ``of``) is zero.
+    """
+
+    counter: str
+    text: str
+    of: str | None = None
+
+    def describe(self, counters: Mapping[str, float]) -> str | None:
+        value = float(counters.get(self.counter, 0.0))
+        if self.of is None:
+            return self.text.format(value=value) if value else None
+        total = float(counters.get(self.of, 0.0))
+        if not total:
+            return None
+        return self.text.format(value=value, total=total, fraction=value / total)
 
 
 def setting(
@@ -270,6 +294,8 @@ class SpanModel(nn.Module):
     Settings: ClassVar[type[Settings]] = Settings
     #: Whether the model predicts relations (the pipeline then fills ``doc.relations``).
     predicts_relations: ClassVar[bool] = False
+    #: The counters of :attr:`Output.stats` a run's summary shows, and how.
+    statistics: ClassVar[tuple[Statistic, ...]] = ()
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__()
@@ -377,9 +403,7 @@ class SpanModel(nn.Module):
     def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
         raise NotImplementedError
 
-    def predict(
-        self, batch: dict[str, Any], stats: Counter[str] | None = None
-    ) -> list[Prediction]:
+    def predict(self, batch: dict[str, Any], stats: Counter[str] | None = None) -> list[Prediction]:
         """Inference on a collated batch: entities (+ relations) per example. The model's
         counters (:attr:`Output.stats`) are added to ``stats`` when given."""
         output = self(batch)

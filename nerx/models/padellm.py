@@ -77,6 +77,7 @@ from nerx.models.base import (
     Settings,
     SpanModel,
     SpanPrediction,
+    Statistic,
     register,
     setting,
 )
@@ -134,6 +135,10 @@ class PaDeLLMSettings(Settings):
 @register("padellm")
 class PaDeLLM(SpanModel):
     Settings = PaDeLLMSettings
+    statistics = (
+        Statistic("mentions_not_in_text", "{value:.0f} generated mentions not found in the text"),
+        Statistic("mentions_unfinished", "{value:.0f} mentions cut off by max_mention_tokens"),
+    )
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__(config, encoder, tokenizer)

@@ -85,6 +85,7 @@ from nerx.models.base import (
     Settings,
     SpanModel,
     SpanPrediction,
+    Statistic,
     register,
     setting,
 )
@@ -373,6 +374,12 @@ class PLMarkerSettings(Settings):
 class PLMarker(SpanModel):
     Settings = PLMarkerSettings
     predicts_relations = True
+    statistics = (
+        Statistic(
+            "re_entities_left_out",
+            "{value:.0f} predicted entities left out of the relation step (re_max_entities)",
+        ),
+    )
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__(config, encoder, tokenizer)

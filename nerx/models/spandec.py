@@ -41,6 +41,7 @@ from nerx.models.base import (
     Settings,
     SpanModel,
     SpanPrediction,
+    Statistic,
     gather_words,
     register,
     sentence_mask,
@@ -459,6 +460,11 @@ class SpanDec(SpanModel):
 class SFSpanDec(SpanDec):
     Settings = SFSpanDecSettings
     uses_filter = True
+    statistics = (
+        Statistic(
+            "spans_kept", "token filter kept {fraction:.1%} of {total:.0f} candidate spans", "spans"
+        ),
+    )
 
     def calibrate(self, dev_score) -> dict[str, Any]:
         """Choose the filter threshold on dev: the highest one whose F1 is within 0.1 of the
