@@ -7,8 +7,10 @@ imports another's pipeline for a helper.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -58,10 +60,21 @@ def autocast(device: torch.device, precision: str = "auto"):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def move_batch(batch: dict, device: torch.device) -> dict:
-    return {
-        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
-    }
+def move_batch(batch: Any, device: torch.device) -> Any:
+    """A collated batch with its tensors on ``device``: a model's ``Batch`` (a dataclass, its
+    tensor fields moved) or a dict of tensors."""
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        moved = {
+            f.name: _moved(getattr(batch, f.name), device)
+            for f in dataclasses.fields(batch)
+            if torch.is_tensor(getattr(batch, f.name))
+        }
+        return dataclasses.replace(batch, **moved)
+    return {k: _moved(v, device) for k, v in batch.items()}
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    return value.to(device, non_blocking=True) if torch.is_tensor(value) else value
 
 
 @dataclass(frozen=True)

@@ -306,7 +306,7 @@ def test_symmetric_relations_are_trained_both_ways(blank_model):
         [(0, 1, "Near"), (2, 3, "Work_For")],
     )
     batch = blank_model.collate(blank_model.prepare(example, gold=True))
-    targets = batch["link_targets"][0]  # (entities, entities, relations)
+    targets = batch.link_targets[0]  # (entities, entities, relations)
     near, work_for = blank_model.relation_to_id["Near"], blank_model.relation_to_id["Work_For"]
     positives = {(h, t, r) for h, t, r in targets.nonzero().tolist()}
     assert positives == {(0, 1, near), (1, 0, near), (2, 3, work_for)}

@@ -15,7 +15,7 @@ from nerx.doc import Document, TextPreparer
 from nerx.errors import ConfigError
 from nerx.io import read
 from nerx.models import MODELS, ModelConfig, SpanModel, load_model, model_class, save_model
-from nerx.models.base import Output
+from nerx.models.base import Batch, Output
 from nerx.models.spandec import SpanDecoderLayer
 from nerx.models.spans import enumerate_spans
 from nerx.models.token import decode_bio
@@ -221,7 +221,7 @@ def _hand_built_output(model):
     spans = torch.tensor([[span for span, _, _ in row] for row in rows])
     logits = torch.tensor([[_logit_row(k, n, m) for _, k, m in row] for row in rows])
     output = Output(tensors={"logits": logits, "spans": spans, "span_mask": torch.tensor(masks)})
-    return output, {"examples": [None, None]}, n
+    return output, Batch(examples=[None, None]), n
 
 
 def test_spandec_decode_keeps_nested_spans(spandec_model):
@@ -266,7 +266,7 @@ def test_spandec_logits_do_not_depend_on_the_span_chunk(spandec_model, samples):
                 logits.append(spandec_model(batch).tensors["logits"])
     finally:
         spandec_model.config.hyper.pop("span_chunk", None)
-    real = batch["span_mask"]
+    real = batch.span_mask
     assert int(real.sum()) > 3 * 10  # many chunks of three
     torch.testing.assert_close(logits[0], logits[1])
     assert bool((logits[0][real] != 0).all()) and bool((logits[0][~real] == 0).all())
@@ -291,7 +291,7 @@ def test_outside_bias_turns_a_narrow_no_entity_call_into_an_entity(spandec_model
             "span_mask": torch.ones(1, 2, dtype=torch.bool),
         }
     )
-    batch = {"examples": [None]}
+    batch = Batch(examples=[None])
     found = []
     for bias in (0.0, 0.5):
         spandec_model.config.hyper["outside_bias"] = bias
@@ -350,7 +350,7 @@ def _one_example_batch(model):
 @pytest.mark.parametrize(("bias", "all_kept"), [(20.0, True), (-20.0, False)])
 def test_sf_forward_reports_spans_kept(sf_model, bias, all_kept):
     batch = _one_example_batch(sf_model)
-    candidates = int(batch["span_mask"].sum())
+    candidates = int(batch.span_mask.sum())
     saved = {k: v.clone() for k, v in sf_model.token_filter.state_dict().items()}
     sf_model.eval()
     try:

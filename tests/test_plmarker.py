@@ -19,7 +19,7 @@ from nerx.doc import Document, TextPreparer
 from nerx.errors import ModelError
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
-from nerx.models.base import OUTSIDE_BIASES, Output, SpanPrediction
+from nerx.models.base import OUTSIDE_BIASES, Batch, Output, SpanPrediction
 from nerx.models.plmarker import (
     OBJECT_END,
     OBJECT_START,
@@ -167,7 +167,7 @@ def test_levitated_markers_leave_the_text_states_unchanged(model):
     n = len(ex.input_ids)
     with torch.no_grad():
         plain = model.encoder(input_ids=torch.tensor([ex.input_ids])).last_hidden_state[0]
-        for chunk in batch["ner_chunks"]:
+        for chunk in batch.ner_chunks:
             hidden = encode_passes(model.encoder, model.ner_markers, chunk)
             assert hidden.shape[1] > n  # markers were there
             for row in range(hidden.size(0)):
@@ -189,8 +189,8 @@ def test_ner_markers_take_their_span_positions_and_the_mask_follows_the_rule(mod
     assert bounds[1][1] - bounds[1][0] == 3, "the test needs a word of several subwords"
     assert [(ex.word_starts[w], ex.word_ends[w]) for w in range(len(WORDS))] == bounds
     batch = model.collate([ex])
-    (chunk,) = batch["ner_chunks"]  # every pass in one chunk, shorter ones padded
-    spans = batch["ner_spans"].tolist()
+    (chunk,) = batch.ner_chunks  # every pass in one chunk, shorter ones padded
+    spans = batch.ner_spans.tolist()
     n = len(ex.input_ids)
     per_pass = torch.bincount(chunk["read_rows"], minlength=len(chunk["input_ids"])).tolist()
     assert sorted(per_pass) == [1, 4, 4, 4]  # 12 spans in the first sentence, 1 in the second
@@ -272,8 +272,8 @@ def test_collate_makes_one_pass_per_group(model):
     ex = one_example(model, WORDS + ["She", "left", "."], [6, 3])
     batch = model.collate([ex, ex])
     spans_per_example = len(pack_spans(ex.sentences, 3, 4))
-    assert sum(len(c["input_ids"]) for c in batch["ner_chunks"]) == 2 * spans_per_example
-    assert batch["ner_spans"][:, 0].tolist().count(1) == len(batch["ner_spans"]) // 2
+    assert sum(len(c["input_ids"]) for c in batch.ner_chunks) == 2 * spans_per_example
+    assert batch.ner_spans[:, 0].tolist().count(1) == len(batch.ner_spans) // 2
 
 
 def test_sample_negatives_keeps_every_gold_span_and_caps_the_rest():
@@ -304,12 +304,12 @@ def test_training_collate_samples_negatives_and_inference_scores_all(model):
     finally:
         model.config.hyper.pop("train_spans")
     all_spans = [span for group in pack_spans(ex.sentences, 3, 4) for span in group]
-    assert len(scored["ner_spans"]) == len(all_spans) == 87
-    assert len(trained["ner_spans"]) == 12
-    picked = [tuple(row[1:]) for row in trained["ner_spans"].tolist()]
+    assert len(scored.ner_spans) == len(all_spans) == 87
+    assert len(trained.ner_spans) == 12
+    picked = [tuple(row[1:]) for row in trained.ner_spans.tolist()]
     assert picked == sorted(picked)  # still packed by start, then end
     assert {(0, 1), (28, 29)} <= set(picked)
-    assert int((trained["ner_labels"] > 0).sum()) == 2
+    assert int((trained.ner_labels > 0).sum()) == 2
 
 
 # --------------------------------------------------------------------------- relations
@@ -336,7 +336,7 @@ def relation_output(spans, logits: list[list[float]], pairs) -> tuple[Output, di
     output = Output(
         tensors={"re_logits": torch.tensor(logits), "re_pairs": torch.tensor(pairs).view(-1, 3)}
     )
-    return output, {"examples": [SimpleNamespace(given_spans=row) for row in spans]}
+    return output, Batch(examples=[SimpleNamespace(given_spans=row) for row in spans])
 
 
 def test_decode_averages_both_directions_and_emits_symmetric_once(model):

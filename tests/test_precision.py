@@ -165,7 +165,7 @@ def test_sener_flex_attention_on_cpu_matches_the_banded_path(tiny_encoder, monke
         _use_flex(monkeypatch)
         flex = model.encode(batch)
         flex_logits = model(batch).tensors
-    mask = batch["attention_mask"].bool()
+    mask = batch.attention_mask.bool()
     torch.testing.assert_close(flex[mask], banded[mask], atol=1e-4, rtol=1e-4)
     for name, value in banded_logits.items():
         if torch.is_tensor(value) and value.is_floating_point():

@@ -16,7 +16,7 @@ from nerx.doc import Document, TextPreparer
 from nerx.errors import ConfigError
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
-from nerx.models.base import Output
+from nerx.models.base import Batch, Output
 from nerx.models.encoder import load_encoder
 from nerx.models.sener import (
     BiSPABlock,
@@ -157,7 +157,7 @@ def test_model_encoder_banded_equals_dense(tiny_encoder, monkeypatch, logn):
 
         monkeypatch.setattr(sener, "arrow_attention", dense)
         reference = model.encode(batch)
-    mask = batch["attention_mask"].bool()
+    mask = batch.attention_mask.bool()
     torch.testing.assert_close(banded[mask], reference[mask], atol=1e-5, rtol=1e-5)
 
 
@@ -172,9 +172,9 @@ def test_arrow_encoder_with_a_wide_window_is_the_plain_encoder(tiny_encoder):
     with torch.no_grad():
         ours = model.encode(batch)
         theirs = model.encoder(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask
         ).last_hidden_state
-    mask = batch["attention_mask"].bool()
+    mask = batch.attention_mask.bool()
     torch.testing.assert_close(ours[mask], theirs[mask], atol=1e-5, rtol=1e-5)
 
 
@@ -306,7 +306,7 @@ def test_decode_nested_and_flat(tiny_encoder):
     valid = span_validity([_FakeExample([(0, 6)])], n, width)
     valid[0, 1, 0] = True
     output = Output(tensors={"logits": logits, "span_valid": valid})
-    batch = {"examples": [None]}
+    batch = Batch(examples=[None])
 
     model.config.hyper["nested"] = True
     nested = [(s.start, s.end, s.label) for s in model.decode(output, batch)[0].spans]

@@ -177,7 +177,7 @@ def test_gradient_accumulation_is_the_update_of_the_whole_batch(
 
     def counting(self, batch):
         if self.training:
-            sizes.append(len(batch["examples"]))
+            sizes.append(len(batch.examples))
         return forward(self, batch)
 
     monkeypatch.setattr(SpanModel, "__call__", counting)

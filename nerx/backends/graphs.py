@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from nerx.models.base import ModelConfig, Output, SpanModel, gather_words
+from nerx.models.base import Batch, ModelConfig, Output, SpanModel, gather_words
 
 #: Runs one exported graph: (graph name, {input name: tensor}) -> {output name: tensor}.
 Runner = Callable[[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -54,23 +54,23 @@ class Export:
         ONNX model is built without the kind's own ``__init__``)."""
 
     @classmethod
-    def trace_inputs(cls, model: SpanModel, batch: dict[str, Any]) -> dict[str, dict]:
+    def trace_inputs(cls, model: SpanModel, batch: Batch) -> dict[str, dict]:
         """Example inputs of each graph for the tracer, from a collated batch."""
-        inputs = {**batch, **cls.settings(model.config)}
+        inputs = {**batch.inputs(), **cls.settings(model.config)}
         return {name: inputs for name in cls.signature(model.config)}
 
     @classmethod
-    def infer(cls, config: ModelConfig, run: Runner, batch: dict[str, Any]) -> Output:
+    def infer(cls, config: ModelConfig, run: Runner, batch: Batch) -> Output:
         """The kind's inference forward pass on the exported graphs."""
-        outputs = run("model", {**batch, **cls.settings(config)})
+        outputs = run("model", {**batch.inputs(), **cls.settings(config)})
         return Output(tensors=cls.output_tensors(outputs, batch), stats=cls.stats(outputs, batch))
 
     @classmethod
-    def output_tensors(cls, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
+    def output_tensors(cls, outputs: dict[str, Any], batch: Batch) -> dict[str, Any]:
         return dict(outputs)
 
     @classmethod
-    def stats(cls, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, float]:
+    def stats(cls, outputs: dict[str, Any], batch: Batch) -> dict[str, float]:
         return {}
 
 
@@ -90,7 +90,7 @@ class TokenGraph(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, word_starts):
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        batch = Batch(input_ids=input_ids, attention_mask=attention_mask)
         words = gather_words(self.model.encode(batch), word_starts)  # (batch, words, hidden)
         return self.model.classifier(words)
 
@@ -123,7 +123,7 @@ class SpanDecGraph(nn.Module):
 
     def forward(self, input_ids, attention_mask, word_starts, spans, span_mask, *threshold):
         model = self.model
-        text = model.encode({"input_ids": input_ids, "attention_mask": attention_mask})
+        text = model.encode(Batch(input_ids=input_ids, attention_mask=attention_mask))
         if self.uses_filter:
             words = gather_words(text, word_starts)  # (B, W, H)
             passing = model.token_filter(words).squeeze(-1).sigmoid() >= threshold[0]  # (B, W)
@@ -174,7 +174,7 @@ class SpanDecExport(Export):
     def output_tensors(cls, outputs, batch):
         return {
             "logits": outputs["logits"],
-            "spans": batch["spans"],
+            "spans": batch.spans,
             "span_mask": outputs["decoded"],
         }
 
@@ -189,7 +189,7 @@ class SFSpanDecExport(SpanDecExport):
     @classmethod
     def stats(cls, outputs, batch):
         return {
-            "spans": float(batch["span_mask"].sum()),
+            "spans": float(batch.span_mask.sum()),
             "spans_kept": float(outputs["decoded"].sum()),
         }
 
@@ -205,7 +205,7 @@ class IterSpanGraph(nn.Module):
 
     def forward(self, input_ids, attention_mask, word_starts, sentence_start, left_threshold):
         model = self.model
-        hidden = model.encode({"input_ids": input_ids, "attention_mask": attention_mask})
+        hidden = model.encode(Batch(input_ids=input_ids, attention_mask=attention_mask))
         words = gather_words(hidden, word_starts)  # (B, W, H)
         left_logits = model._left_logits(words)  # (B, W)
         lefts = left_logits.sigmoid() >= left_threshold
@@ -319,7 +319,7 @@ class IterExport(Export):
         """ITER's first step, as the PyTorch forward at inference: brackets, candidate spans
         and their logits. The link step runs in the kind's ``predict`` on the spans decoded
         from them, through the ``links`` graph (see :meth:`attach`)."""
-        found = run("model", {**batch, **cls.settings(config)})
+        found = run("model", {**batch.inputs(), **cls.settings(config)})
         threshold = config.hyper.get("left_threshold", 0.5)
         stats = {
             "candidate_spans": float(found["candidate_mask"].sum()),

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from nerx.errors import ModelError
-from nerx.models.base import ModelConfig, Output, SpanModel, model_class
+from nerx.models.base import Batch, ModelConfig, Output, SpanModel, model_class
 
 BACKEND = "onnx"
 #: What the ``onnx`` section of an exported ``config.json`` holds.
@@ -99,7 +99,7 @@ class OnnxBackend:
             for key, value in zip(graph["outputs"], results, strict=True)
         }
 
-    def forward(self, batch: dict[str, Any]) -> Output:  # type: ignore[override]
+    def forward(self, batch: Batch) -> Output:  # type: ignore[override]
         from nerx.backends.graphs import EXPORTS
 
         return EXPORTS[self.kind].infer(self.config, self._run, batch)

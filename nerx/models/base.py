@@ -105,6 +105,25 @@ class Example:
         return len(self.word_starts)
 
 
+@dataclass
+class Batch:
+    """A collated batch: its examples, whether every one carries gold (``forward`` then
+    computes a loss) and the padded encoder inputs :meth:`SpanModel.pad_inputs` builds.
+    Each kind subclasses it for the fields its ``collate`` adds."""
+
+    examples: list[Example] = field(default_factory=list)
+    has_gold: bool = False
+    input_ids: torch.Tensor | None = None  # (B, T) subword ids, padded
+    attention_mask: torch.Tensor | None = None  # (B, T) 1 on real subwords
+    word_starts: torch.Tensor | None = None  # (B, W) each word's first subword
+    word_ends: torch.Tensor | None = None  # (B, W) each word's last subword
+    word_mask: torch.Tensor | None = None  # (B, W) True on real words
+
+    def inputs(self) -> dict[str, Any]:
+        """Every field by name (what an exported graph is fed from)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 @dataclass(slots=True)
 class SpanPrediction:
     start: int  # window-relative word index
@@ -262,6 +281,8 @@ def _checked(name: str, value: Any, hint: Any, meta: Any, kind: str, cls: type) 
     return value
 
 
+B = typing.TypeVar("B", bound=Batch)
+
 MODELS: dict[str, type[SpanModel]] = {}
 
 
@@ -394,16 +415,16 @@ class SpanModel(nn.Module):
         return example
 
     # ------------------------------------------------------------------ the interface
-    def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
+    def collate(self, examples: Sequence[Example]) -> Batch:
         raise NotImplementedError
 
-    def forward(self, batch: dict[str, Any]) -> Output:  # type: ignore[override]
+    def forward(self, batch: Batch) -> Output:  # type: ignore[override]
         raise NotImplementedError
 
-    def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
+    def decode(self, output: Output, batch: Batch) -> list[Prediction]:
         raise NotImplementedError
 
-    def predict(self, batch: dict[str, Any], stats: Counter[str] | None = None) -> list[Prediction]:
+    def predict(self, batch: Batch, stats: Counter[str] | None = None) -> list[Prediction]:
         """Inference on a collated batch: entities (+ relations) per example. The model's
         counters (:attr:`Output.stats`) are added to ``stats`` when given."""
         output = self(batch)
@@ -450,15 +471,16 @@ class SpanModel(nn.Module):
             return logits
         return torch.cat([logits[..., :1] - bias, logits[..., 1:]], dim=-1)
 
-    def encode(self, batch: dict[str, Any]) -> torch.Tensor:
+    def encode(self, batch: Batch) -> torch.Tensor:
         """Run the encoder: (batch, subwords, hidden)."""
         return self.encoder(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask
         ).last_hidden_state
 
-    def pad_inputs(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
-        """Subword ids and mask, padded to the longest example; word -> subword indices.
-        ``has_gold`` says the batch carries gold, so ``forward`` computes a loss."""
+    def pad_inputs(self, examples: Sequence[Example], batch_type: type[B] = Batch) -> B:
+        """A ``batch_type`` of the examples: subword ids and mask, padded to the longest
+        example; word -> subword indices. ``has_gold`` says every example carries gold, so
+        ``forward`` computes a loss. The kind's ``collate`` fills in its own fields."""
         longest = max(len(ex.input_ids) for ex in examples)
         most_words = max(ex.n_words for ex in examples)
         pad = self.tokenizer.pad_token_id or 0
@@ -473,15 +495,15 @@ class SpanModel(nn.Module):
             starts[row, : ex.n_words] = torch.tensor(ex.word_starts)
             ends[row, : ex.n_words] = torch.tensor(ex.word_ends)
             word_mask[row, : ex.n_words] = True
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "word_starts": starts,
-            "word_ends": ends,
-            "word_mask": word_mask,
-            "examples": list(examples),
-            "has_gold": all(ex.has_gold for ex in examples),
-        }
+        return batch_type(
+            examples=list(examples),
+            has_gold=all(ex.has_gold for ex in examples),
+            input_ids=ids,
+            attention_mask=mask,
+            word_starts=starts,
+            word_ends=ends,
+            word_mask=word_mask,
+        )
 
 
 def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:

@@ -61,6 +61,7 @@ from torch import nn
 
 from nerx.errors import ConfigError
 from nerx.models.base import (
+    Batch,
     Example,
     ModelConfig,
     Output,
@@ -247,6 +248,19 @@ class IterSettings(Settings):
     link_weight: float = setting(1.0, "weight of the relation loss", at_least=0.0)
 
 
+@dataclass
+class IterBatch(Batch):
+    sentence_start: torch.Tensor | None = None  # (B, W) first word of each word's sentence
+    # With gold only:
+    left_targets: torch.Tensor | None = None  # (B, W) 1.0 where a gold span starts
+    candidates: torch.Tensor | None = None  # (B, W, omega) gold left brackets paired
+    candidate_mask: torch.Tensor | None = None  # (B, W, omega)
+    span_targets: torch.Tensor | None = None  # (B, W, omega, labels)
+    entity_bounds: torch.Tensor | None = None  # (B, E, 2) gold entities (start, last word)
+    entity_mask: torch.Tensor | None = None  # (B, E)
+    link_targets: torch.Tensor | None = None  # (B, E, E, relations)
+
+
 @register("iter")
 class Iter(SpanModel):
     Settings = IterSettings
@@ -285,21 +299,22 @@ class Iter(SpanModel):
         return {"omega": omega} if omega else {}
 
     # ------------------------------------------------------------------ batching
-    def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
-        batch = self.pad_inputs(examples)
-        width = batch["word_mask"].size(1)
+    def collate(self, examples: Sequence[Example]) -> IterBatch:
+        batch = self.pad_inputs(examples, IterBatch)
+        width = batch.word_mask.size(1)
         starts = torch.full((len(examples), width), width, dtype=torch.long)
         for row, ex in enumerate(examples):
             for s, e in ex.sentences:
                 starts[row, s:e] = s
-        batch["sentence_start"] = starts
-        if batch["has_gold"]:
-            batch.update(self._span_targets(examples, starts))
-            batch.update(self._link_targets(examples))
+        batch.sentence_start = starts
+        if batch.has_gold:
+            self._span_targets(examples, batch)
+            self._link_targets(examples, batch)
         return batch
 
-    def _span_targets(self, examples: Sequence[Example], sentence_start) -> dict[str, Any]:
+    def _span_targets(self, examples: Sequence[Example], batch: IterBatch) -> None:
         """Gold left brackets; candidates paired with them and their per-type targets."""
+        sentence_start = batch.sentence_start
         lefts = torch.zeros(sentence_start.shape, dtype=torch.bool)
         for row, ex in enumerate(examples):
             for s, _, _ in ex.gold_spans:
@@ -311,14 +326,10 @@ class Iter(SpanModel):
                 # Absent only when a user-set omega is smaller than the data needs.
                 for k in (candidates[row, e - 1] == s).nonzero().flatten().tolist():
                     targets[row, e - 1, k, label_id - 1] = 1.0
-        return {
-            "left_targets": lefts.float(),
-            "candidates": candidates,
-            "candidate_mask": mask,
-            "span_targets": targets,
-        }
+        batch.left_targets, batch.span_targets = lefts.float(), targets
+        batch.candidates, batch.candidate_mask = candidates, mask
 
-    def _link_targets(self, examples: Sequence[Example]) -> dict[str, Any]:
+    def _link_targets(self, examples: Sequence[Example], batch: IterBatch) -> None:
         """Gold entities as (start, last word) and per-relation targets for every pair."""
         most = max(1, max(len(ex.gold_spans) for ex in examples))
         bounds = torch.zeros((len(examples), most, 2), dtype=torch.long)
@@ -333,22 +344,22 @@ class Iter(SpanModel):
                 targets[row, head, tail, r] = 1.0
                 if symmetric[r]:
                     targets[row, tail, head, r] = 1.0
-        return {"entity_bounds": bounds, "entity_mask": mask, "link_targets": targets}
+        batch.entity_bounds, batch.entity_mask, batch.link_targets = bounds, mask, targets
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch: dict[str, Any]) -> Output:
+    def forward(self, batch: IterBatch) -> Output:
         """Word vectors and left-bracket logits; at inference also the spans the predicted
         brackets start and their type logits (training scores the gold brackets' spans, in
         the loss). Links need the spans decoded first: :meth:`predict` adds them."""
         hidden = self.encode(batch)  # (B, T, H)
-        words = self.dropout(gather_words(hidden, batch["word_starts"]))  # (B, W, H)
+        words = self.dropout(gather_words(hidden, batch.word_starts))  # (B, W, H)
         left_logits = self._left_logits(words)  # (B, W)
-        loss = self._loss(words, left_logits, batch) if batch["has_gold"] else None
+        loss = self._loss(words, left_logits, batch) if batch.has_gold else None
         tensors: dict[str, Any] = {"words": words, "left_logits": left_logits}
         stats: dict[str, float] = {}
         if not self.training:
             lefts = left_logits.float().sigmoid() >= self.settings.left_threshold
-            candidates, mask = span_candidates(lefts, batch["sentence_start"], self.omega)
+            candidates, mask = span_candidates(lefts, batch.sentence_start, self.omega)
             tensors.update(
                 candidates=candidates,  # (B, W, omega)
                 candidate_mask=mask,
@@ -384,26 +395,26 @@ class Iter(SpanModel):
 
     def _loss(self, words, left_logits, batch) -> torch.Tensor:
         settings = self.settings
-        in_sentence = sentence_mask(batch["examples"], words.size(1)).to(words.device)
+        in_sentence = sentence_mask(batch.examples, words.size(1)).to(words.device)
         loss = settings.left_weight * F.binary_cross_entropy_with_logits(
-            left_logits[in_sentence], batch["left_targets"][in_sentence]
+            left_logits[in_sentence], batch.left_targets[in_sentence]
         )
-        span_logits = self._span_logits(words, batch["candidates"])
-        valid = batch["candidate_mask"]
+        span_logits = self._span_logits(words, batch.candidates)
+        valid = batch.candidate_mask
         loss = loss + settings.span_weight * F.binary_cross_entropy_with_logits(
-            span_logits[valid], batch["span_targets"][valid]
+            span_logits[valid], batch.span_targets[valid]
         )
         if self.is_link is not None:
-            link_logits = self._link_logits(words, batch["entity_bounds"])
-            pairs = _pair_mask(batch["entity_mask"])
+            link_logits = self._link_logits(words, batch.entity_bounds)
+            pairs = _pair_mask(batch.entity_mask)
             if pairs.any():
                 loss = loss + settings.link_weight * F.binary_cross_entropy_with_logits(
-                    link_logits[pairs], batch["link_targets"][pairs]
+                    link_logits[pairs], batch.link_targets[pairs]
                 )
         return loss
 
     # ------------------------------------------------------------------ inference
-    def predict(self, batch: dict[str, Any], stats: Counter[str] | None = None) -> list[Prediction]:
+    def predict(self, batch: IterBatch, stats: Counter[str] | None = None) -> list[Prediction]:
         """Left brackets -> spans -> links between the spans that will be emitted."""
         output = self(batch)
         if self.config.relation_labels:
@@ -433,7 +444,7 @@ class Iter(SpanModel):
             chosen.update(self.tune(dev_score, "link_threshold", THRESHOLDS))
         return chosen
 
-    def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
+    def decode(self, output: Output, batch: IterBatch) -> list[Prediction]:
         """Spans, and relations when the output holds link logits for them (after
         :meth:`predict`)."""
         spans = self._spans(output)

@@ -70,6 +70,7 @@ from torch import nn
 from nerx.doc import Document
 from nerx.errors import ConfigError, ModelError
 from nerx.models.base import (
+    Batch,
     Example,
     ModelConfig,
     Output,
@@ -130,6 +131,14 @@ class PaDeLLMSettings(Settings):
     dropout: float | None = setting(
         None, "dropout in the network (null: its own config's)", at_least=0.0, at_most=1.0
     )
+
+
+@dataclass
+class PaDeLLMBatch(Batch):
+    # With gold: the training sequences, right-padded (``input_ids`` holds their tokens).
+    targets: torch.Tensor | None = None  # (sequences, T) the token to predict; -100: none
+    positions: torch.Tensor | None = None  # (sequences, T) position ids
+    blocks: torch.Tensor | None = None  # (sequences, T) attention blocks; -1 on padding
 
 
 @register("padellm")
@@ -324,30 +333,28 @@ class PaDeLLM(SpanModel):
         return TrainingSequence(ids[:n], targets[:n], list(range(n)), [0] * n)
 
     # ------------------------------------------------------------------ the interface
-    def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
-        batch: dict[str, Any] = {
-            "examples": list(examples),
-            "has_gold": bool(examples) and all(ex.has_gold for ex in examples),
-        }
-        if batch["has_gold"]:
-            batch.update(_pack([s for ex in examples for s in self.training_sequences(ex)]))
-        return batch
+    def collate(self, examples: Sequence[Example]) -> PaDeLLMBatch:
+        has_gold = bool(examples) and all(ex.has_gold for ex in examples)
+        if not has_gold:
+            return PaDeLLMBatch(examples=list(examples))
+        sequences = [s for ex in examples for s in self.training_sequences(ex)]
+        return PaDeLLMBatch(examples=list(examples), has_gold=True, **_pack(sequences))
 
-    def forward(self, batch: dict[str, Any]) -> Output:  # type: ignore[override]
+    def forward(self, batch: PaDeLLMBatch) -> Output:  # type: ignore[override]
         """The teacher-forced loss of a batch's gold sequences. Inference generates token by
         token, each step reading the last, so it is :meth:`predict`, not a forward pass
         whose tensors a decode reads."""
-        if not batch["has_gold"]:
+        if not batch.has_gold:
             raise ModelError(
                 "padellm's forward pass scores gold sequences; it has none to score here",
                 hint="call predict(batch) to generate the mentions",
             )
         return Output(loss=self._loss(batch))
 
-    def predict(self, batch: dict[str, Any], stats: Counter[str] | None = None) -> list[Prediction]:
+    def predict(self, batch: PaDeLLMBatch, stats: Counter[str] | None = None) -> list[Prediction]:
         """Generate each label's mentions and place them in the text."""
         counters: dict[str, float] = {}
-        examples = batch["examples"]
+        examples = batch.examples
         if self._decoding() == "parallel":
             found = self.parallel_mentions(examples, counters)
         else:
@@ -359,22 +366,22 @@ class PaDeLLM(SpanModel):
             stats.update(counters)
         return predictions
 
-    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        blocks = batch["blocks"]  # (sequences, T), -1 on padding
+    def _loss(self, batch: PaDeLLMBatch) -> torch.Tensor:
+        blocks = batch.blocks  # (sequences, T), -1 on padding
         length = blocks.size(1)
         causal = torch.ones(length, length, dtype=torch.bool, device=blocks.device).tril()
         visible = (blocks[:, :, None] == blocks[:, None, :]) | (blocks[:, None, :] == 0)
         allowed = causal & visible & (blocks >= 0)[:, None, :]  # (sequences, T, T)
         allowed |= torch.eye(length, dtype=torch.bool, device=blocks.device)
-        keep = batch["targets"] != -100
+        keep = batch.targets != -100
         logits = self.encoder(
-            input_ids=batch["input_ids"],
+            input_ids=batch.input_ids,
             attention_mask=self._attention_mask(allowed),
-            position_ids=batch["positions"],
+            position_ids=batch.positions,
             use_cache=False,
             logits_to_keep=keep,  # only where there is a target: (targets, vocab)
         ).logits
-        return F.cross_entropy(logits.float(), batch["targets"][keep])
+        return F.cross_entropy(logits.float(), batch.targets[keep])
 
     # ------------------------------------------------------------------ generation
     def parallel_mentions(

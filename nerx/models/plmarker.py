@@ -78,6 +78,7 @@ from torch import nn
 from nerx.errors import ModelError
 from nerx.models.base import (
     OUTSIDE_BIASES,
+    Batch,
     Example,
     ModelConfig,
     Output,
@@ -370,6 +371,16 @@ class PLMarkerSettings(Settings):
     relation_bias: float = setting(0.0, "taken off the no-relation logit (chosen on dev)")
 
 
+@dataclass
+class PLMarkerBatch(Batch):
+    #: NER passes packed into encoder calls (moved to the device as each call runs).
+    ner_chunks: list[dict[str, torch.Tensor]] | None = None
+    ner_spans: torch.Tensor | None = None  # (spans, 3): row, start, end
+    ner_labels: torch.Tensor | None = None  # (spans,)
+    #: With gold: the RE passes on the gold entities, their pairs and targets.
+    re_gold: dict[str, Any] | None = None
+
+
 @register("plmarker")
 class PLMarker(SpanModel):
     Settings = PLMarkerSettings
@@ -414,7 +425,7 @@ class PLMarker(SpanModel):
         return {n for n in super().head_parameter_names() if not n.startswith("re_encoder.")}
 
     # ------------------------------------------------------------------ batching
-    def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
+    def collate(self, examples: Sequence[Example]) -> PLMarkerBatch:
         """NER passes (every candidate span, grouped), and with gold the RE passes on the
         gold entities. Passes of all examples are flattened; items know their example."""
         has_gold = all(ex.has_gold for ex in examples)
@@ -424,15 +435,18 @@ class PLMarker(SpanModel):
                 "ner_model's entities are given to the examples by the pipeline",
                 hint="run the model through nerx.pipeline (extract, predict_documents)",
             )
-        batch: dict[str, Any] = {"examples": list(examples), "has_gold": has_gold}
+        batch = PLMarkerBatch(examples=list(examples), has_gold=has_gold)
         if has_gold or not given:
-            batch.update(self._ner_inputs(examples))
+            batch.ner_chunks, batch.ner_spans, batch.ner_labels = self._ner_inputs(examples)
         if has_gold:
             entities = [[(s, e) for s, e, _ in ex.gold_spans] for ex in examples]
-            batch["re_gold"] = self._re_inputs(examples, entities, gold=True)
+            batch.re_gold = self._re_inputs(examples, entities, gold=True)
         return batch
 
-    def _ner_inputs(self, examples: Sequence[Example]) -> dict[str, Any]:
+    def _ner_inputs(
+        self, examples: Sequence[Example]
+    ) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor, torch.Tensor]:
+        """The NER passes packed into encoder calls; each span's (row, start, end); labels."""
         group_size = self.settings.group_size
         # Training sees every gold span but a bounded sample of the negatives: a long
         # sentence has hundreds of candidates, and every pass is kept for the backward pass.
@@ -454,11 +468,11 @@ class PLMarker(SpanModel):
                 passes.append(p)
                 spans.extend((row, s, e) for s, e in group)
                 labels.extend(gold.get((s, e), 0) for s, e in group)
-        return {
-            "ner_chunks": self._pack(passes),
-            "ner_spans": torch.tensor(spans, dtype=torch.long).view(-1, 3),  # (row, start, end)
-            "ner_labels": torch.tensor(labels, dtype=torch.long),
-        }
+        return (
+            self._pack(passes),
+            torch.tensor(spans, dtype=torch.long).view(-1, 3),  # (row, start, end)
+            torch.tensor(labels, dtype=torch.long),
+        )
 
     def _re_inputs(
         self,
@@ -542,18 +556,18 @@ class PLMarker(SpanModel):
         reps = self._read(self.re_network, self.re_markers, inputs["chunks"])  # (N, 4, H)
         return self.re_head(reps.flatten(1)), self.type_head(reps[:, 2:].flatten(1))
 
-    def forward(self, batch: dict[str, Any]) -> Output:
+    def forward(self, batch: PLMarkerBatch) -> Output:
         """The NER step: span logits (and with gold the NER + RE loss). The RE step runs on
         the entities decoded from it, so it belongs to :meth:`predict`."""
         tensors: dict[str, Any] = {}
         loss = None
-        if "ner_chunks" in batch:
-            reps = self._read(self.encoder, self.ner_markers, batch["ner_chunks"])  # (N, 4, H)
+        if batch.ner_chunks is not None:
+            reps = self._read(self.encoder, self.ner_markers, batch.ner_chunks)  # (N, 4, H)
             tensors["ner_logits"] = self.ner_head(reps.flatten(1))  # (N, 1 + labels)
-            tensors["ner_spans"] = batch["ner_spans"]
-        if batch["has_gold"]:
-            loss = F.cross_entropy(tensors["ner_logits"], batch["ner_labels"])
-            gold = batch["re_gold"]
+            tensors["ner_spans"] = batch.ner_spans
+        if batch.has_gold:
+            loss = F.cross_entropy(tensors["ner_logits"], batch.ner_labels)
+            gold = batch.re_gold
             if gold["pairs"]:
                 relation_logits, type_logits = self._re_scores(gold)
                 weight = self.settings.type_loss_weight
@@ -563,16 +577,14 @@ class PLMarker(SpanModel):
                 )
         stats: dict[str, float] = {}
         if not self.training:
-            stats["ner_passes"] = float(
-                sum(len(c["input_ids"]) for c in batch.get("ner_chunks", []))
-            )
+            stats["ner_passes"] = float(sum(len(c["input_ids"]) for c in batch.ner_chunks or []))
         return Output(loss=loss, tensors=tensors, stats=stats)
 
-    def predict(self, batch: dict[str, Any], stats: Counter[str] | None = None) -> list[Prediction]:
+    def predict(self, batch: PLMarkerBatch, stats: Counter[str] | None = None) -> list[Prediction]:
         """NER (or the given entities), then RE passes on the entities decoded from it."""
         output = self(batch)
         entities = self._batch_entities(output, batch)
-        tensors, counters = self._relate(batch["examples"], entities)
+        tensors, counters = self._relate(batch.examples, entities)
         output.tensors.update(tensors)
         output.stats.update(counters)
         if stats is not None:
@@ -612,10 +624,10 @@ class PLMarker(SpanModel):
         }
 
     # ------------------------------------------------------------------ entities
-    def _batch_entities(self, output: Output, batch: dict[str, Any]) -> list[list[SpanPrediction]]:
+    def _batch_entities(self, output: Output, batch: PLMarkerBatch) -> list[list[SpanPrediction]]:
         """The entities of each example: those given with it (another model's, set by the
         pipeline), else the NER step's."""
-        examples = batch["examples"]
+        examples = batch.examples
         if examples and all(ex.given_spans is not None for ex in examples):
             return [sorted(ex.given_spans, key=lambda sp: (sp.start, sp.end)) for ex in examples]
         return self._entities(output.tensors, len(examples))
@@ -645,10 +657,10 @@ class PLMarker(SpanModel):
             chosen.update(self.tune(dev_score, "relation_bias", OUTSIDE_BIASES))
         return chosen
 
-    def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
+    def decode(self, output: Output, batch: PLMarkerBatch) -> list[Prediction]:
         """Entities, and relations when the output holds the RE step's logits (after
         :meth:`predict`; a bare forward has the NER step's only)."""
-        n_rows = len(batch["examples"])
+        n_rows = len(batch.examples)
         tensors = output.tensors
         entities = self._batch_entities(output, batch)
         pairs = tensors.get("re_pairs")

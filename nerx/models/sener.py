@@ -61,7 +61,6 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +68,7 @@ from torch import nn
 
 from nerx.errors import ConfigError, ModelError
 from nerx.models.base import (
+    Batch,
     Example,
     ModelConfig,
     Output,
@@ -451,6 +451,12 @@ class SeNERSettings(Settings):
     lora_alpha: float | None = setting(None, "adapter scale alpha / r (null: 2 * lora_rank)")
 
 
+@dataclass
+class SenerBatch(Batch):
+    span_valid: torch.Tensor | None = None  # (B, W, width) spans inside a focus sentence
+    span_labels: torch.Tensor | None = None  # (B, W, width) gold label ids; -100: no gold
+
+
 @register("sener")
 class SeNER(SpanModel):
     Settings = SeNERSettings
@@ -500,23 +506,23 @@ class SeNER(SpanModel):
         return names | {n for n, _ in self.named_parameters() if is_lora_parameter(n)}
 
     # ------------------------------------------------------------------ batching
-    def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
-        batch = self.pad_inputs(examples)
-        valid = span_validity(examples, batch["word_mask"].size(1), self.width)
+    def collate(self, examples: Sequence[Example]) -> SenerBatch:
+        batch = self.pad_inputs(examples, SenerBatch)
+        valid = span_validity(examples, batch.word_mask.size(1), self.width)
         labels = torch.full(valid.shape, -100, dtype=torch.long)
         labels[valid] = 0
         for row, ex in enumerate(examples):
             for s, e, label in ex.gold_spans:
                 if e - s <= self.width and valid[row, s, e - s - 1]:
                     labels[row, s, e - s - 1] = label
-        batch.update(span_valid=valid, span_labels=labels)
+        batch.span_valid, batch.span_labels = valid, labels
         return batch
 
     # ------------------------------------------------------------------ forward
-    def encode(self, batch: dict[str, Any]) -> torch.Tensor:
+    def encode(self, batch: SenerBatch) -> torch.Tensor:
         """The encoder with arrow attention: (B, T, H)."""
-        ids = batch["input_ids"]
-        key_valid = batch["attention_mask"].bool()
+        ids = batch.input_ids
+        key_valid = batch.attention_mask.bool()
         positions = torch.arange(ids.size(1), device=ids.device) + self.first_position
         hidden = self.encoder.embeddings(
             input_ids=ids,
@@ -533,22 +539,22 @@ class SeNER(SpanModel):
             hidden = arrow_layer(layer, hidden, key_valid, self.half_window, cls_scale)
         return hidden
 
-    def forward(self, batch: dict[str, Any]) -> Output:
-        words = gather_words(self.encode(batch), batch["word_starts"])  # (B, L, H)
-        valid = batch["span_valid"]  # (B, L, width)
+    def forward(self, batch: SenerBatch) -> Output:
+        words = gather_words(self.encode(batch), batch.word_starts)  # (B, L, H)
+        valid = batch.span_valid  # (B, L, width)
         grid = self.span_grid(words)  # (B, L, width, size)
         for block in self.bispa:
             grid = block(grid, valid)
         logits = self.classifier(grid)  # (B, L, width, 1 + labels)
         loss = None
-        if batch["has_gold"]:
+        if batch.has_gold:
             loss = F.cross_entropy(
-                logits.flatten(0, 2), batch["span_labels"].flatten(), ignore_index=-100
+                logits.flatten(0, 2), batch.span_labels.flatten(), ignore_index=-100
             )
         return Output(loss=loss, tensors={"logits": logits, "span_valid": valid})
 
     # ------------------------------------------------------------------ decoding
-    def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
+    def decode(self, output: Output, batch: SenerBatch) -> list[Prediction]:
         score, label = output.tensors["logits"].float().softmax(-1).max(-1)  # (B, L, width)
         found = (label > 0) & output.tensors["span_valid"]
         nested = self.settings.nested

@@ -34,6 +34,7 @@ from torch import nn
 
 from nerx.errors import ConfigError
 from nerx.models.base import (
+    Batch,
     Example,
     ModelConfig,
     Output,
@@ -260,6 +261,14 @@ class SFSpanDecSettings(SpanDecSettings):
     )
 
 
+@dataclass
+class SpanDecBatch(Batch):
+    spans: torch.Tensor | None = None  # (B, S, 2) candidate spans, end exclusive
+    span_mask: torch.Tensor | None = None  # (B, S) real candidates
+    span_labels: torch.Tensor | None = None  # (B, S) gold label ids; -100 without gold
+    filter_targets: torch.Tensor | None = None  # (B, W) sf-spandec: 1 entity word, -1 no gold
+
+
 @register("spandec")
 class SpanDec(SpanModel):
     Settings = SpanDecSettings
@@ -314,8 +323,8 @@ class SpanDec(SpanModel):
         return names
 
     # ------------------------------------------------------------------ batching
-    def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
-        batch = self.pad_inputs(examples)
+    def collate(self, examples: Sequence[Example]) -> SpanDecBatch:
+        batch = self.pad_inputs(examples, SpanDecBatch)
         max_len = self.config.max_span_length
         per_example = [enumerate_spans(ex.sentences, max_len) for ex in examples]
         most = max((len(sp) for sp in per_example), default=0)
@@ -330,44 +339,44 @@ class SpanDec(SpanModel):
                 labels[row, : len(sp)] = torch.tensor(
                     [gold.get((s, e), 0) for s, e in sp.tolist()], dtype=torch.long
                 )
-        batch.update(spans=spans, span_mask=span_mask, span_labels=labels)
+        batch.spans, batch.span_mask, batch.span_labels = spans, span_mask, labels
         if self.uses_filter:
             # A word is "entity" when any gold span covers it; words outside focus: no gold.
-            targets = torch.full(batch["word_mask"].shape, -1.0)
+            targets = torch.full(batch.word_mask.shape, -1.0)
             targets[sentence_mask(examples, targets.size(1))] = 0.0
             for row, ex in enumerate(examples):
                 for s, e, _ in ex.gold_spans:
                     targets[row, s:e] = 1.0
-            batch["filter_targets"] = targets
+            batch.filter_targets = targets
         return batch
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch: dict[str, Any]) -> Output:
+    def forward(self, batch: SpanDecBatch) -> Output:
         text = self.encode(batch)  # (B, T, H), the encoder minus its last layer
-        spans, span_mask = batch["spans"], batch["span_mask"]  # (B, S, 2), (B, S)
+        spans, span_mask = batch.spans, batch.span_mask  # (B, S, 2), (B, S)
         stats: dict[str, float] = {}
         loss = torch.zeros((), device=text.device)
         filter_logits = None
         if self.uses_filter:
-            words = gather_words(text, batch["word_starts"])  # (B, W, H)
+            words = gather_words(text, batch.word_starts)  # (B, W, H)
             filter_logits = self.token_filter(words).squeeze(-1)  # (B, W)
-            if batch["has_gold"]:
-                targets = batch["filter_targets"]
+            if batch.has_gold:
+                targets = batch.filter_targets
                 known = targets >= 0
                 loss = loss + F.binary_cross_entropy_with_logits(
                     filter_logits[known], targets[known]
                 )
             if not self.training:
                 spans, span_mask, kept = self._filter(spans, span_mask, filter_logits)
-                stats = {"spans": float(batch["span_mask"].sum()), "spans_kept": float(kept)}
+                stats = {"spans": float(batch.span_mask.sum()), "spans_kept": float(kept)}
         logits = self._classify(text, batch, spans, span_mask)  # (B, S, 1 + labels)
         # Filtered spans no longer line up with the gold labels: no span loss then.
-        if batch["has_gold"] and (self.training or not self.uses_filter):
+        if batch.has_gold and (self.training or not self.uses_filter):
             loss = loss + F.cross_entropy(
-                logits.flatten(0, 1), batch["span_labels"].flatten(), ignore_index=-100
+                logits.flatten(0, 1), batch.span_labels.flatten(), ignore_index=-100
             )
         return Output(
-            loss=loss if batch["has_gold"] else None,
+            loss=loss if batch.has_gold else None,
             tensors={"logits": logits, "spans": spans, "span_mask": span_mask},
             stats=stats,
         )
@@ -379,15 +388,15 @@ class SpanDec(SpanModel):
         # Pack the real spans of the whole batch: (N, 2) flat (start, last) word indices.
         rows, columns = span_mask.nonzero(as_tuple=True)
         chosen = spans[rows, columns]  # (N, 2) end exclusive
-        base = (rows * batch["word_starts"].size(1)).unsqueeze(1)
+        base = (rows * batch.word_starts.size(1)).unsqueeze(1)
         span_words = torch.stack([chosen[:, 0], chosen[:, 1] - 1], dim=-1) + base
         states = self.decoder.word_states(
             self.start_query,
             self.end_query,
             positions,
-            batch["word_starts"],
+            batch.word_starts,
             text,
-            batch["attention_mask"].bool(),
+            batch.attention_mask.bool(),
             widest_span(span_words),
         )
         # Spans go through the decoder and head a chunk at a time: the working set stays in
@@ -435,14 +444,14 @@ class SpanDec(SpanModel):
     def calibrate(self, dev_score) -> dict[str, Any]:
         return self.calibrate_outside_bias(dev_score)
 
-    def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
+    def decode(self, output: Output, batch: SpanDecBatch) -> list[Prediction]:
         probs = self.outside_biased(output.tensors["logits"].float()).softmax(-1)  # (B, S, C)
         score, label = probs.max(-1)
         is_entity = (label > 0) & output.tensors["span_mask"]
         spans = output.tensors["spans"]
         nested = self.settings.nested
         predictions = []
-        for row in range(len(batch["examples"])):
+        for row in range(len(batch.examples)):
             found = [
                 SpanPrediction(s, e, self.config.labels[k - 1], p)
                 for (s, e), k, p in zip(

@@ -18,6 +18,7 @@ from torch import nn
 
 from nerx.doc import Entity, maximal_non_overlapping
 from nerx.models.base import (
+    Batch,
     Example,
     ModelConfig,
     Output,
@@ -38,6 +39,11 @@ class TokenSettings(Settings):
     outside_bias: float = setting(0.0, "taken off the O logit (chosen on dev after training)")
 
 
+@dataclass
+class TokenBatch(Batch):
+    tags: torch.Tensor | None = None  # (B, W) gold BIO tag ids; -100 where there is no gold
+
+
 @register("token")
 class TokenClassifier(SpanModel):
     Settings = TokenSettings
@@ -49,10 +55,10 @@ class TokenClassifier(SpanModel):
         # Tag 0 is O; label k (1-based) has B = 2k - 1 and I = 2k.
         self.classifier = nn.Linear(hidden, 1 + 2 * len(config.labels))
 
-    def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
-        batch: dict[str, Any] = self.pad_inputs(examples)
+    def collate(self, examples: Sequence[Example]) -> TokenBatch:
+        batch = self.pad_inputs(examples, TokenBatch)
         # Outside the focus sentences there is no gold: words there are not trained on.
-        tags = torch.full(batch["word_mask"].shape, -100, dtype=torch.long)
+        tags = torch.full(batch.word_mask.shape, -100, dtype=torch.long)
         tags[sentence_mask(examples, tags.size(1))] = 0
         for row, ex in enumerate(examples):
             flat = maximal_non_overlapping([Entity(s, e, str(k)) for s, e, k in ex.gold_spans])
@@ -60,28 +66,28 @@ class TokenClassifier(SpanModel):
                 s, e, label_id = ex.gold_spans[index]
                 tags[row, s] = 2 * label_id - 1
                 tags[row, s + 1 : e] = 2 * label_id
-        batch["tags"] = tags
+        batch.tags = tags
         return batch
 
-    def forward(self, batch: dict[str, Any]) -> Output:
+    def forward(self, batch: TokenBatch) -> Output:
         hidden = self.encode(batch)  # (batch, subwords, hidden)
-        words = gather_words(hidden, batch["word_starts"])  # (batch, words, hidden)
+        words = gather_words(hidden, batch.word_starts)  # (batch, words, hidden)
         logits = self.classifier(self.dropout(words))  # (batch, words, tags)
         loss = None
-        if batch["has_gold"]:
-            loss = F.cross_entropy(logits.flatten(0, 1), batch["tags"].flatten(), ignore_index=-100)
+        if batch.has_gold:
+            loss = F.cross_entropy(logits.flatten(0, 1), batch.tags.flatten(), ignore_index=-100)
         return Output(loss=loss, tensors={"logits": logits})
 
     def calibrate(self, dev_score) -> dict[str, Any]:
         return self.calibrate_outside_bias(dev_score)
 
-    def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
+    def decode(self, output: Output, batch: TokenBatch) -> list[Prediction]:
         probs = self.outside_biased(output.tensors["logits"].float()).softmax(-1)
         best_p, best = probs.max(-1)
         best, best_p = best.tolist(), best_p.tolist()
         return [
             Prediction(spans=self._spans(best[row], best_p[row], ex))
-            for row, ex in enumerate(batch["examples"])
+            for row, ex in enumerate(batch.examples)
         ]
 
     def _spans(self, tags: list[int], probs: list[float], ex: Example) -> list[SpanPrediction]:
