@@ -132,21 +132,21 @@ def _full_attention_class():
     """SeNER's encoder positions and window, with dense attention and an L x L span tensor."""
     import torch
 
-    from nerx.models.base import Output, Prediction, SpanPrediction, gather_words
+    from nerx.models.base import Batch, Output, Prediction, SpanPrediction, gather_words
     from nerx.models.sener import SeNER
 
     class FullAttentionSpans(SeNER):
-        def encode(self, batch: dict[str, Any]) -> torch.Tensor:
-            ids = batch["input_ids"]
+        def encode(self, batch: Batch) -> torch.Tensor:
+            ids = batch.input_ids
             return self.encoder(
                 input_ids=ids,
-                attention_mask=batch["attention_mask"],
+                attention_mask=batch.attention_mask,
                 token_type_ids=torch.zeros_like(ids),
                 position_ids=torch.arange(ids.size(1)).expand_as(ids),
             ).last_hidden_state
 
-        def forward(self, batch: dict[str, Any]) -> Output:
-            words = gather_words(self.encode(batch), batch["word_starts"])  # (B, L, H)
+        def forward(self, batch: Batch) -> Output:
+            words = gather_words(self.encode(batch), batch.word_starts)  # (B, L, H)
             grid = self.span_grid
             start, end = grid.start(words), grid.end(words)  # (B, L, size)
             left = torch.einsum("bwi,icj->bwcj", start, grid.bilinear)
@@ -154,10 +154,10 @@ def _full_attention_class():
             pairs = pairs + grid.start_linear(start)[:, :, None] + grid.end_linear(end)[:, None]
             return Output(tensors={"logits": self.classifier(pairs)})  # (B, L, L, 1 + labels)
 
-        def decode(self, output: Output, batch: dict[str, Any]) -> list[Prediction]:
+        def decode(self, output: Output, batch: Batch) -> list[Prediction]:
             score, label = output.tensors["logits"].softmax(-1).max(-1)  # (B, L, L)
             predictions = []
-            for row, ex in enumerate(batch["examples"]):
+            for row, ex in enumerate(batch.examples):
                 spans = []
                 for s, e in ex.sentences:
                     hits = (label[row, s:e, s:e] > 0).triu().nonzero().tolist()

@@ -302,7 +302,7 @@ def encoder_batches(model, docs: Sequence, batch_size: int) -> list[dict]:
     batches = []
     for first in range(0, len(examples), batch_size):
         batch = model.collate(examples[first : first + batch_size])
-        batches.append({k: batch[k] for k in ("input_ids", "attention_mask")})
+        batches.append({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
     return batches
 
 
