@@ -84,7 +84,7 @@ def test_plmarker_takes_the_entities_given_with_its_examples(tiny_encoder):
             SpanPrediction(s, e, model.config.labels[k - 1], 0.9) for s, e, k in labelled.gold_spans
         ]
     batch = model.collate(examples)
-    assert "ner_chunks" not in batch  # no NER step to run: the entities are given
+    assert batch.ner_chunks is None  # no NER step to run: the entities are given
     with torch.inference_mode():
         predictions = model.predict(batch)
     assert [[(s.start, s.end, s.label) for s in p.spans] for p in predictions] == [
