@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from nerx.errors import ModelError
-from nerx.models.base import ModelConfig, Output, SpanModel, model_class
+from nerx.models.base import ModelConfig, Output, SpanModel, fill_saved_defaults, model_class
 
 BACKEND = "onnx"
 #: What the ``onnx`` section of an exported ``config.json`` holds.
@@ -90,6 +90,9 @@ class OnnxBackend:
     def head_parameter_names(self) -> set[str]:
         return set()
 
+    def _case_embedding(self) -> None:
+        return None  # in the graph; the batches still carry input_shapes
+
     def _run(self, name: str, tensors: dict[str, Any]) -> dict[str, torch.Tensor]:
         graph = self._graphs[name]
         feed = {key: tensors[key].detach().cpu().numpy() for key in graph["inputs"]}
@@ -124,6 +127,7 @@ def load_onnx_model(
     from nerx.backends.tokenizer import WordTokenizer
 
     config = ModelConfig.from_dict(data)
+    fill_saved_defaults(config)
     section = data.get(SECTION)
     if not isinstance(section, dict) or not {"graphs", "window_size"} <= set(section):
         raise ModelError(
