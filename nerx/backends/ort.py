@@ -127,13 +127,14 @@ def load_onnx_model(
     from nerx.backends.tokenizer import WordTokenizer
 
     config = ModelConfig.from_dict(data)
-    fill_saved_defaults(config)
     section = data.get(SECTION)
     if not isinstance(section, dict) or not {"graphs", "window_size"} <= set(section):
         raise ModelError(
             f"{root / 'config.json'} says backend onnx but has no complete {SECTION!r} section",
             hint="export the model again with `nerx export`",
         )
+    takes_shapes = any("input_shapes" in g.get("inputs", ()) for g in section["graphs"].values())
+    fill_saved_defaults(config, has_case_embedding=takes_shapes)
     if config.kind not in EXPORTS:
         raise ModelError(f"{root}: model kind {config.kind!r} has no ONNX backend")
     for graph in section["graphs"].values():

@@ -697,11 +697,11 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def fill_saved_defaults(config: ModelConfig) -> None:
-    """Settings whose default for a new model differs from what an older saved model was
-    built with: a model saved before case features existed has none."""
+def fill_saved_defaults(config: ModelConfig, *, has_case_embedding: bool) -> None:
+    """Settings whose default for a new model differs from what a saved model was built
+    with: without the key (a model saved before case features existed), the weights tell."""
     if "case_features" in model_class(config.kind).Settings.field_names():
-        config.hyper.setdefault("case_features", False)
+        config.hyper.setdefault("case_features", has_case_embedding)
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpanModel:
@@ -718,8 +718,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
 
         return load_onnx_model(root, data, device=device)
     cls = model_class(config.kind)
-    fill_saved_defaults(config)
     state = _read_weights(root / WEIGHTS_NAME)
+    fill_saved_defaults(config, has_case_embedding="case_embedding.weight" in state)
     _check_tokenizer_file(root)
     tokenizer = load_tokenizer(str(root))
     if config.weights.get("storage") == "lowrank-delta":
