@@ -83,6 +83,10 @@ def pair(request, tiny_encoder, tmp_path_factory):
         hyper=dict(HYPER.get(kind, {})),
     )
     model = model_class(kind).create(config).eval()
+    # The word-shape embedding starts at zero; random, it must reach the graph too.
+    assert model.case_embedding is not None
+    with torch.no_grad():
+        model.case_embedding.weight[1:].normal_(0, 1.0)
     source = save_model(model, tmp_path_factory.mktemp(f"torch-{kind}") / "model")
     target = tmp_path_factory.mktemp(f"onnx-{kind}") / "model"
     result = export(str(source), "-o", str(target))

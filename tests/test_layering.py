@@ -12,7 +12,7 @@ import nerx
 
 MODELS_DIR = Path(nerx.__file__).parent / "models"
 #: Modules of nerx/models/ that every kind may use; every other file there is a model kind.
-SHARED = {"__init__", "base", "encoder", "spans", "lora", "compact"}
+SHARED = {"__init__", "base", "encoder", "spans", "shapes", "lora", "compact"}
 #: What a model file may import from nerx: the shared model modules and the layers below.
 ALLOWED = {"nerx", "nerx.doc", "nerx.errors", "nerx.runtime"} | {
     f"nerx.models.{name}" for name in SHARED - {"__init__"}

@@ -36,7 +36,7 @@ class Export:
     @classmethod
     def signature(cls, model_config: ModelConfig) -> dict[str, tuple[tuple[str, ...], ...]]:
         """The graphs this model has (a kind may drop one its config does not need)."""
-        return dict(cls.graphs)
+        return with_shapes(dict(cls.graphs), model_config)
 
     @classmethod
     def settings(cls, config: ModelConfig) -> dict[str, torch.Tensor]:
@@ -74,9 +74,26 @@ class Export:
         return {}
 
 
+def with_shapes(graphs: dict, config: ModelConfig) -> dict:
+    """With case features on, the graphs that run the encoder take each subword's word shape
+    (``input_shapes``) as their last input."""
+    if not config.hyper.get("case_features"):
+        return graphs
+    return {
+        name: ((*inputs, "input_shapes"), outputs) if "input_ids" in inputs else (inputs, outputs)
+        for name, (inputs, outputs) in graphs.items()
+    }
+
+
+def encoder_batch(input_ids, attention_mask, input_shapes=None) -> Batch:
+    """What :meth:`SpanModel.encode` reads, from a graph's inputs."""
+    return Batch(input_ids=input_ids, attention_mask=attention_mask, input_shapes=input_shapes)
+
+
 ENCODER_AXES = {
     "input_ids": {0: "batch", 1: "subwords"},
     "attention_mask": {0: "batch", 1: "subwords"},
+    "input_shapes": {0: "batch", 1: "subwords"},
     "word_starts": {0: "batch", 1: "words"},
 }
 
@@ -89,8 +106,8 @@ class TokenGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, word_starts):
-        batch = Batch(input_ids=input_ids, attention_mask=attention_mask)
+    def forward(self, input_ids, attention_mask, word_starts, input_shapes=None):
+        batch = encoder_batch(input_ids, attention_mask, input_shapes)
         words = gather_words(self.model.encode(batch), word_starts)  # (batch, words, hidden)
         return self.model.classifier(words)
 
@@ -121,9 +138,11 @@ class SpanDecGraph(nn.Module):
         self.model = model
         self.uses_filter = bool(getattr(model, "uses_filter", False))
 
-    def forward(self, input_ids, attention_mask, word_starts, spans, span_mask, *threshold):
+    def forward(self, input_ids, attention_mask, word_starts, spans, span_mask, *extra):
         model = self.model
-        text = model.encode(Batch(input_ids=input_ids, attention_mask=attention_mask))
+        threshold = extra[:1] if self.uses_filter else ()  # then input_shapes, if any
+        shapes = extra[len(threshold)] if len(extra) > len(threshold) else None
+        text = model.encode(encoder_batch(input_ids, attention_mask, shapes))
         if self.uses_filter:
             words = gather_words(text, word_starts)  # (B, W, H)
             passing = model.token_filter(words).squeeze(-1).sigmoid() >= threshold[0]  # (B, W)
@@ -203,9 +222,11 @@ class IterSpanGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, word_starts, sentence_start, left_threshold):
+    def forward(
+        self, input_ids, attention_mask, word_starts, sentence_start, left_threshold, shapes=None
+    ):
         model = self.model
-        hidden = model.encode(Batch(input_ids=input_ids, attention_mask=attention_mask))
+        hidden = model.encode(encoder_batch(input_ids, attention_mask, shapes))
         words = gather_words(hidden, word_starts)  # (B, W, H)
         left_logits = model._left_logits(words)  # (B, W)
         lefts = left_logits.sigmoid() >= left_threshold
@@ -276,7 +297,7 @@ class IterExport(Export):
         graphs = dict(cls.graphs)
         if not config.relation_labels:
             del graphs["links"]
-        return graphs
+        return with_shapes(graphs, config)
 
     @classmethod
     def settings(cls, config):
@@ -307,9 +328,8 @@ class IterExport(Export):
         inputs = super().trace_inputs(model, batch)
         if "links" in inputs:
             with torch.no_grad():
-                words = IterSpanGraph(model)(*(inputs["model"][n] for n in cls.graphs["model"][0]))[
-                    0
-                ]
+                names = cls.signature(model.config)["model"][0]
+                words = IterSpanGraph(model)(*(inputs["model"][n] for n in names))[0]
             bounds = torch.tensor([[0, 0], [1, 2], [0, 2]]).expand(words.size(0), -1, -1)
             inputs["links"] = {"words": words, "entity_bounds": bounds.contiguous()}
         return inputs

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 
 from nerx.errors import ModelError
-from nerx.models.base import Batch, ModelConfig, Output, SpanModel, model_class
+from nerx.models.base import (
+    Batch,
+    ModelConfig,
+    Output,
+    SpanModel,
+    fill_saved_defaults,
+    model_class,
+)
 
 BACKEND = "onnx"
 #: What the ``onnx`` section of an exported ``config.json`` holds.
@@ -90,6 +97,9 @@ class OnnxBackend:
     def head_parameter_names(self) -> set[str]:
         return set()
 
+    def _case_embedding(self) -> None:
+        return None  # in the graph; the batches still carry input_shapes
+
     def _run(self, name: str, tensors: dict[str, Any]) -> dict[str, torch.Tensor]:
         graph = self._graphs[name]
         feed = {key: tensors[key].detach().cpu().numpy() for key in graph["inputs"]}
@@ -130,6 +140,8 @@ def load_onnx_model(
             f"{root / 'config.json'} says backend onnx but has no complete {SECTION!r} section",
             hint="export the model again with `nerx export`",
         )
+    takes_shapes = any("input_shapes" in g.get("inputs", ()) for g in section["graphs"].values())
+    fill_saved_defaults(config, has_case_embedding=takes_shapes)
     if config.kind not in EXPORTS:
         raise ModelError(f"{root}: model kind {config.kind!r} has no ONNX backend")
     for graph in section["graphs"].values():

@@ -41,6 +41,7 @@ from nerx.models.encoder import (
     max_window,
     plan_windows,
 )
+from nerx.models.shapes import WORD_SHAPES, lowercases, word_shape
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -96,6 +97,8 @@ class Example:
     gold_spans: list[tuple[int, int, int]] = field(default_factory=list)
     gold_relations: list[tuple[int, int, int]] = field(default_factory=list)
     has_gold: bool = False
+    #: The word shape id (:mod:`nerx.models.shapes`) of each subword's word; 0 for specials.
+    input_shapes: list[int] = field(default_factory=list)
     #: Entities another model found in this window (window-relative, focus sentences only),
     #: set by the pipeline for a kind whose ``entity_source`` names that model.
     given_spans: list[SpanPrediction] | None = None
@@ -115,6 +118,8 @@ class Batch:
     has_gold: bool = False
     input_ids: torch.Tensor | None = None  # (B, T) subword ids, padded
     attention_mask: torch.Tensor | None = None  # (B, T) 1 on real subwords
+    #: (B, T) each subword's word shape, with case features (None without)
+    input_shapes: torch.Tensor | None = None
     word_starts: torch.Tensor | None = None  # (B, W) each word's first subword
     word_ends: torch.Tensor | None = None  # (B, W) each word's last subword
     word_mask: torch.Tensor | None = None  # (B, W) True on real words
@@ -218,6 +223,10 @@ class Settings:
         return cls(**values)
 
     @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+    @classmethod
     def describe(cls) -> str:
         """``name (type, default)`` of every setting, for messages and help."""
         hints = _type_hints(cls)
@@ -283,6 +292,19 @@ def _checked(name: str, value: Any, hint: Any, meta: Any, kind: str, cls: type) 
 
 B = typing.TypeVar("B", bound=Batch)
 
+
+@dataclass(frozen=True)
+class WordSettings(Settings):
+    """Settings of the kinds that read the encoder's word states (token, spandec, iter...)."""
+
+    case_features: bool | None = setting(
+        None,
+        "a learned word-shape embedding (lower, Title, CAPS, digits...) added to each word's "
+        "subwords, so an uncased encoder still sees casing; null: on when the tokenizer "
+        "lowercases",
+    )
+
+
 MODELS: dict[str, type[SpanModel]] = {}
 
 
@@ -331,6 +353,26 @@ class SpanModel(nn.Module):
         limit = max_window(tokenizer, encoder.config)
         self.window_size = min(config.window or limit, limit)
         self._prefix, self._suffix = _special_tokens_around(tokenizer)
+        #: Whether each subword carries its word's shape (``input_shapes``) to the encoder.
+        self.case_features = self._uses_case_features(config, tokenizer)
+        self.case_embedding = self._case_embedding() if self.case_features else None
+
+    def _uses_case_features(self, config: ModelConfig, tokenizer) -> bool:
+        """``case_features`` of the config; ``null`` resolves here, for a new model, to
+        whether the tokenizer lowercases, and is saved as that choice."""
+        if "case_features" not in type(self).Settings.field_names():
+            return False
+        if config.hyper.get("case_features") is None:
+            config.hyper["case_features"] = lowercases(tokenizer)
+        return bool(config.hyper["case_features"])
+
+    def _case_embedding(self) -> nn.Module | None:
+        """The word-shape embedding, added to the encoder's input embeddings. It starts at
+        zero, so a new model begins as the plain encoder."""
+        width = self.encoder.get_input_embeddings().embedding_dim
+        embedding = nn.Embedding(len(WORD_SHAPES), width, padding_idx=0)
+        nn.init.zeros_(embedding.weight)
+        return embedding
 
     @property
     def settings(self) -> Any:
@@ -376,19 +418,25 @@ class SpanModel(nn.Module):
         budget = self.window_size - len(self._prefix) - len(self._suffix)
         plan = plan_windows([len(p) for p in pieces], doc.sentence_spans(), budget)
         token_spans = _gold_token_spans(doc, self.label_to_id) if gold else []
+        shapes = [word_shape(word) for word in words] if self.case_features else []
         return [
-            self._example(doc_index, window, pieces, token_spans, doc, gold)
+            self._example(doc_index, window, pieces, token_spans, doc, gold, shapes)
             for window in plan.windows
         ]
 
-    def _example(self, doc_index, window, pieces, token_spans, doc, gold) -> Example:
+    def _example(self, doc_index, window, pieces, token_spans, doc, gold, shapes) -> Example:
         input_ids = list(self._prefix)
+        input_shapes = [0] * len(input_ids) if shapes else []
         starts, ends = [], []
         for word in range(window.start, window.end):
             starts.append(len(input_ids))
             input_ids.extend(pieces[word])
             ends.append(len(input_ids) - 1)
+            if shapes:
+                input_shapes.extend([shapes[word]] * len(pieces[word]))
         input_ids.extend(self._suffix)
+        if shapes:
+            input_shapes.extend([0] * len(self._suffix))
         offset = window.start
         sentences = [(s - offset, e - offset) for s, e in window.sentences]
         example = Example(
@@ -400,6 +448,7 @@ class SpanModel(nn.Module):
             sentences=sentences,
             focus=(window.focus_start - offset, window.focus_end - offset),
             has_gold=gold,
+            input_shapes=input_shapes,
         )
         if gold:
             kept: dict[int, int] = {}  # document entity index -> example span index
@@ -472,9 +521,16 @@ class SpanModel(nn.Module):
         return torch.cat([logits[..., :1] - bias, logits[..., 1:]], dim=-1)
 
     def encode(self, batch: Batch) -> torch.Tensor:
-        """Run the encoder: (batch, subwords, hidden)."""
+        """Run the encoder: (batch, subwords, hidden). With case features, each subword's
+        input embedding has its word's shape vector added."""
+        if self.case_embedding is None:
+            return self.encoder(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            ).last_hidden_state
+        embeds = self.encoder.get_input_embeddings()(batch.input_ids)
+        embeds = embeds + self.case_embedding(batch.input_shapes).to(embeds.dtype)
         return self.encoder(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            inputs_embeds=embeds, attention_mask=batch.attention_mask
         ).last_hidden_state
 
     def pad_inputs(self, examples: Sequence[Example], batch_type: type[B] = Batch) -> B:
@@ -489,7 +545,10 @@ class SpanModel(nn.Module):
         starts = torch.zeros((len(examples), most_words), dtype=torch.long)
         ends = torch.zeros((len(examples), most_words), dtype=torch.long)
         word_mask = torch.zeros((len(examples), most_words), dtype=torch.bool)
+        shapes = torch.zeros((len(examples), longest), dtype=torch.long)
         for row, ex in enumerate(examples):
+            if ex.input_shapes:
+                shapes[row, : len(ex.input_shapes)] = torch.tensor(ex.input_shapes)
             ids[row, : len(ex.input_ids)] = torch.tensor(ex.input_ids)
             mask[row, : len(ex.input_ids)] = 1
             starts[row, : ex.n_words] = torch.tensor(ex.word_starts)
@@ -500,6 +559,7 @@ class SpanModel(nn.Module):
             has_gold=all(ex.has_gold for ex in examples),
             input_ids=ids,
             attention_mask=mask,
+            input_shapes=shapes if self.case_features else None,
             word_starts=starts,
             word_ends=ends,
             word_mask=word_mask,
@@ -707,6 +767,13 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
+def fill_saved_defaults(config: ModelConfig, *, has_case_embedding: bool) -> None:
+    """Settings whose default for a new model differs from what a saved model was built
+    with: without the key (a model saved before case features existed), the weights tell."""
+    if "case_features" in model_class(config.kind).Settings.field_names():
+        config.hyper.setdefault("case_features", has_case_embedding)
+
+
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpanModel:
     """Load a model directory written by :func:`save_model`, or a bundled model by name
     (``news-ner``, see :mod:`nerx.bundled`). Every file is checked first: a missing,
@@ -722,6 +789,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         return load_onnx_model(root, data, device=device)
     cls = model_class(config.kind)
     state = _read_weights(root / WEIGHTS_NAME)
+    fill_saved_defaults(config, has_case_embedding="case_embedding.weight" in state)
     _check_tokenizer_file(root)
     tokenizer = load_tokenizer(str(root))
     if config.weights.get("storage") == "lowrank-delta":

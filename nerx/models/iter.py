@@ -66,9 +66,9 @@ from nerx.models.base import (
     ModelConfig,
     Output,
     Prediction,
-    Settings,
     SpanModel,
     SpanPrediction,
+    WordSettings,
     gather_words,
     register,
     sentence_mask,
@@ -227,7 +227,7 @@ def decode_relations(
 
 
 @dataclass(frozen=True)
-class IterSettings(Settings):
+class IterSettings(WordSettings):
     omega: int = setting(DEFAULT_OMEGA, "left brackets paired with each word (learned)", at_least=1)
     ffn_size: int | None = setting(
         None, "inner size of each gated FFN (null: twice the encoder's hidden size)", at_least=1

@@ -73,9 +73,9 @@ from nerx.models.base import (
     ModelConfig,
     Output,
     Prediction,
-    Settings,
     SpanModel,
     SpanPrediction,
+    WordSettings,
     gather_words,
     register,
     setting,
@@ -428,7 +428,7 @@ class BiSPABlock(nn.Module):
 
 # ---------------------------------------------------------------------- the model
 @dataclass(frozen=True)
-class SeNERSettings(Settings):
+class SeNERSettings(WordSettings):
     nested: bool = setting(False, "flat output unless true (training sets it from the data)")
     attention_window: int = setting(
         DEFAULT_ATTENTION_WINDOW, "total width of a token's attention band", at_least=0

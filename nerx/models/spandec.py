@@ -39,10 +39,10 @@ from nerx.models.base import (
     ModelConfig,
     Output,
     Prediction,
-    Settings,
     SpanModel,
     SpanPrediction,
     Statistic,
+    WordSettings,
     gather_words,
     register,
     sentence_mask,
@@ -244,7 +244,7 @@ def widest_span(span_words: torch.Tensor) -> int:
 
 
 @dataclass(frozen=True)
-class SpanDecSettings(Settings):
+class SpanDecSettings(WordSettings):
     dropout: float = setting(0.1, "dropout in the decoder and the head", at_least=0.0, at_most=1.0)
     decoder_heads: int | None = setting(
         None, "attention heads of the span decoder (null: the encoder's)", at_least=1

@@ -23,9 +23,9 @@ from nerx.models.base import (
     ModelConfig,
     Output,
     Prediction,
-    Settings,
     SpanModel,
     SpanPrediction,
+    WordSettings,
     gather_words,
     register,
     sentence_mask,
@@ -34,7 +34,7 @@ from nerx.models.base import (
 
 
 @dataclass(frozen=True)
-class TokenSettings(Settings):
+class TokenSettings(WordSettings):
     dropout: float = setting(0.1, "dropout before the tag classifier", at_least=0.0, at_most=1.0)
     outside_bias: float = setting(0.0, "taken off the O logit (chosen on dev after training)")
 
