@@ -9,9 +9,12 @@ The training loop and the extraction pipeline only ever call::
 
 so neither asks which model it holds. ``forward`` returns the loss and tensors only;
 ``predict`` is ``decode(forward(batch))`` unless a kind's inference has a second step that
-depends on what the first decoded (relations between the entities found). A model directory is self-describing: ``config.json``
-(kind, labels, encoder, hyperparameters, nerx version), ``model.safetensors`` and the tokenizer
-files, plus ``encoder/config.json`` to rebuild the encoder's shape without the network.
+depends on what the first decoded (relations between the entities found). ``collate``
+returns a :class:`Batch`, which each kind subclasses for its own fields.
+
+A model directory is self-describing: ``config.json`` (kind, labels, encoder,
+hyperparameters, nerx version), ``model.safetensors`` and the tokenizer files, plus
+``encoder/config.json`` to rebuild the encoder's shape without the network.
 """
 
 from __future__ import annotations
