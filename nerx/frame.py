@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from nerx.defaults import DEFAULT_MODEL
 from nerx.doc import Document
 from nerx.errors import ConfigError, FormatError
 
@@ -60,7 +61,7 @@ def predict_texts(
 
 def extract_frame(
     df,
-    model: Any = "news-ner",
+    model: Any = DEFAULT_MODEL,
     *,
     text_column: str = "text",
     entities_column: str = "entities",

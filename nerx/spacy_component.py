@@ -34,6 +34,7 @@ from spacy.language import Language
 from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc
 
+from nerx.defaults import DEFAULT_MODEL
 from nerx.doc import Document
 from nerx.errors import ConfigError
 from nerx.spacy_ext import annotate, plain_document, register_extensions
@@ -46,7 +47,7 @@ MODEL_DIR = "model"
 @Language.factory(
     "nerx",
     default_config={
-        "model": "news-ner",
+        "model": DEFAULT_MODEL,
         "batch_size": 32,
         "buffer_size": 0,
         "threshold": 0.0,

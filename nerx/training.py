@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,43 +49,12 @@ from nerx.runtime import (
     start_distributed,
     stop_distributed,
 )
+from nerx.train_settings import DEFAULT_DEV_SPLIT, TrainSettings, check_settings
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_NAME = "metrics.jsonl"
 #: The settings a run resolved (kind, encoder, labels, ranks...), written at its first step.
 RUN_CONFIG_NAME = "train_config.json"
-
-
-@dataclass
-class TrainSettings:
-    epochs: int = 3
-    #: Windows per optimizer step, over all ranks together.
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    head_lr_multiplier: float = 10.0
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    schedule: str = "linear"  # or "onecycle"
-    max_grad_norm: float = 1.0
-    seed: int = 13
-    patience: int = 2
-    device: str = "auto"
-    eval_batch_size: int = 64
-    max_span_length: int = 8
-    window: int | None = None
-    hyper: dict[str, Any] = field(default_factory=dict)
-    #: Relation labels without direction (``(a, b)`` is ``(b, a)``): predicted and written once.
-    symmetric_relations: list[str] = field(default_factory=list)
-    lang: str = "en"
-    #: auto (bf16 on GPU, fp32 on CPU), bf16 or fp32: the autocast of training and dev scoring.
-    precision: str = "auto"
-    #: Pieces each rank's share of a batch is run in before one optimizer step.
-    grad_accum: int = 1
-    #: Optimizer steps between mid-epoch checkpoints; 0 checkpoints at epoch ends only.
-    save_every: int = 0
-    #: Optimizer steps between the loss / learning rate / examples-per-second lines of
-    #: metrics.jsonl; 0 writes none.
-    log_every: int = 50
 
 
 @dataclass
@@ -125,7 +94,7 @@ class DevSplit:
 
 
 def split_dev(
-    docs: Sequence[Document], fraction: float = 0.1, seed: int = 13
+    docs: Sequence[Document], fraction: float = DEFAULT_DEV_SPLIT, seed: int = 13
 ) -> tuple[list[Document], list[Document], DevSplit]:
     """Hold out ``fraction`` of ``docs`` (rounded, at least one) as dev, chosen by ``seed``:
     the same documents, the same seed, the same split. Both parts keep the input order."""
@@ -198,8 +167,9 @@ def train(
 
     Under torchrun every rank calls this with the same arguments; ``on_step`` and
     ``on_epoch`` are called on rank 0 only."""
-    settings = settings or TrainSettings()
-    _check_settings(settings)
+    # A value given > the kind's training_defaults > the default of TrainSettings.
+    settings = (settings or TrainSettings()).for_kind(kind)
+    check_settings(settings)
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     started = start_distributed(device)
@@ -221,15 +191,6 @@ def train(
     finally:
         if started:
             stop_distributed()
-
-
-def _check_settings(settings: TrainSettings) -> None:
-    for name in ("batch_size", "grad_accum", "epochs"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, not {getattr(settings, name)}")
-    for name in ("save_every", "log_every"):
-        if getattr(settings, name) < 0:
-            raise ConfigError(f"{name} must be 0 (off) or more, not {getattr(settings, name)}")
 
 
 def _train(

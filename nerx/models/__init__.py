@@ -6,6 +6,24 @@ Importing this package registers every model kind (``--model KIND``).
 # Registration side effect; ``iter`` is imported under another name so the builtin stays.
 from nerx.models import iter as iter_model  # noqa: F401
 from nerx.models import padellm, plmarker, sener, spandec, token  # noqa: F401
-from nerx.models.base import MODELS, ModelConfig, SpanModel, load_model, model_class, save_model
+from nerx.models.base import (
+    MODELS,
+    ModelConfig,
+    SpanModel,
+    kinds,
+    load_model,
+    model_class,
+    registry,
+    save_model,
+)
 
-__all__ = ["MODELS", "ModelConfig", "SpanModel", "load_model", "model_class", "save_model"]
+__all__ = [
+    "MODELS",
+    "ModelConfig",
+    "SpanModel",
+    "kinds",
+    "load_model",
+    "model_class",
+    "registry",
+    "save_model",
+]
