@@ -1,6 +1,7 @@
 """Span models, one self-contained file each, all behind :class:`nerx.models.base.SpanModel`.
 
-Importing this package registers every model kind (``--model KIND``).
+Importing this package registers every model kind (``nerx train --kind KIND``); other
+packages add kinds through the ``nerx_models`` entry-point group (see :data:`registry`).
 """
 
 # Registration side effect; ``iter`` is imported under another name so the builtin stays.

@@ -277,8 +277,8 @@ def model_class(kind: str) -> type[SpanModel]:
             f"model kind {kind!r} is registered as {cls!r}, which is not a SpanModel class",
             hint="register a subclass of nerx.models.base.SpanModel",
         )
-    if not cls.kind:
-        cls.kind = kind  # an outside class registered without the decorator
+    if "kind" not in vars(cls):
+        cls.kind = kind  # registered without the decorator (an entry point, say)
     return cls
 
 
