@@ -118,37 +118,61 @@ def register(app: typer.Typer) -> None:
     app.command("train", help=HELP, no_args_is_help=True, cls=TrainCommand)(train_command)
 
 
+# The options of nerx train that are not TrainSettings fields, or that word them for here.
+_DEV = typer.Option(
+    None, "--dev", help="Dev data, scored every epoch (default: part of TRAIN, --dev-split)."
+)
+_DEV_SPLIT = typer.Option(
+    None,
+    "--dev-split",
+    metavar="FRACTION",
+    help="Without --dev: the fraction of TRAIN held out as dev, chosen by --seed "
+    f"(default {DEFAULT_DEV_SPLIT}).",
+)
+_KIND = typer.Option(
+    None, "--kind", "-k", help=f"Model kind (listed by nerx train --help). Default: {DEFAULT_KIND}."
+)
+_MODEL_AS_KIND = typer.Option(
+    None, "--model", "-m", hidden=True, help="Deprecated spelling of --kind in nerx train."
+)
+_ENCODER = typer.Option(
+    DEFAULT_ENCODER,
+    "--encoder",
+    "-e",
+    help=f"Hugging Face encoder name or path; {DEFAULT_ENCODER!r} is the bundled MiniLM-L6.",
+)
+_LIMIT = typer.Option(None, min=1, help="Use only the first N training documents.")
+_SENTENCE_DOCS = typer.Option(
+    False,
+    "--sentence-docs",
+    help="CoNLL input: every sentence its own document (shorter windows, more steps, no "
+    "cross-sentence context).",
+)
+_SYMMETRIC = typer.Option(
+    None,
+    "--symmetric",
+    metavar="LABEL",
+    help="A relation label without direction (e.g. CONJUNCTION); repeatable. "
+    "Such relations are predicted and written once per pair.",
+)
+_SET = typer.Option(
+    None,
+    "--set",
+    metavar="KEY=VALUE",
+    help="A model setting KEY=VALUE (JSON value), repeatable: e.g. --set omega=4 "
+    "--set dropout=0.2. A wrong name or value is an error that lists the kind's settings.",
+)
+
+
 @handles_errors
 def train_command(
     train_path: str = typer.Argument(..., metavar="TRAIN", help="Training data (any format)."),
-    dev_path: str | None = typer.Option(
-        None, "--dev", help="Dev data, scored every epoch (default: part of TRAIN, --dev-split)."
-    ),
-    dev_split: float | None = typer.Option(
-        None,
-        "--dev-split",
-        metavar="FRACTION",
-        help="Without --dev: the fraction of TRAIN held out as dev, chosen by --seed "
-        f"(default {DEFAULT_DEV_SPLIT}).",
-    ),
-    kind: str | None = typer.Option(
-        None,
-        "--kind",
-        "-k",
-        help=f"Model kind (listed by nerx train --help). Default: {DEFAULT_KIND}.",
-    ),
-    model: str | None = typer.Option(
-        None, "--model", "-m", hidden=True, help="Deprecated spelling of --kind in nerx train."
-    ),
-    encoder: str = typer.Option(
-        DEFAULT_ENCODER,
-        "--encoder",
-        "-e",
-        help=f"Hugging Face encoder name or path; {DEFAULT_ENCODER!r} is the bundled MiniLM-L6.",
-    ),
-    output: str = output_option(
-        ..., help="Directory for the model, metrics.jsonl and the checkpoint."
-    ),
+    dev_path: str | None = _DEV,
+    dev_split: float | None = _DEV_SPLIT,
+    kind: str | None = _KIND,
+    model: str | None = _MODEL_AS_KIND,
+    encoder: str = _ENCODER,
+    output: str = output_option(..., "Directory for the model, metrics.jsonl and the checkpoint."),
     from_format: str | None = from_option("Format of TRAIN and DEV, when detection is not enough."),
     epochs: int | None = per_kind_option("epochs"),
     batch_size: int | None = per_kind_option("batch_size"),
@@ -164,27 +188,10 @@ def train_command(
     patience: int | None = per_kind_option("patience"),
     seed: int = setting_option("seed"),
     device: str = device_option(field_default("device")),
-    limit: int | None = typer.Option(None, min=1, help="Use only the first N training documents."),
-    sentence_docs: bool = typer.Option(
-        False,
-        "--sentence-docs",
-        help="CoNLL input: every sentence its own document (shorter windows, more steps, no "
-        "cross-sentence context).",
-    ),
-    symmetric: list[str] | None = typer.Option(  # noqa: B008 (typer reads options from defaults)
-        None,
-        "--symmetric",
-        metavar="LABEL",
-        help="A relation label without direction (e.g. CONJUNCTION); repeatable. "
-        "Such relations are predicted and written once per pair.",
-    ),
-    model_settings: list[str] | None = typer.Option(  # noqa: B008
-        None,
-        "--set",
-        metavar="KEY=VALUE",
-        help="A model setting KEY=VALUE (JSON value), repeatable: e.g. --set omega=4 "
-        "--set dropout=0.2. A wrong name or value is an error that lists the kind's settings.",
-    ),
+    limit: int | None = _LIMIT,
+    sentence_docs: bool = _SENTENCE_DOCS,
+    symmetric: list[str] | None = _SYMMETRIC,
+    model_settings: list[str] | None = _SET,
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUTPUT."),
     precision: str = precision_option(field_default("precision")),
     lang: str = lang_option(field_default("lang")),
@@ -193,6 +200,7 @@ def train_command(
     log_every: int = setting_option("log_every"),
     quiet: bool = quiet_option("No progress and no summary on stderr (errors still show)."),
 ) -> None:
+    """The body of nerx train: read the data, train, report (rank 0 only)."""
     options = {name: value for name, value in locals().items() if name in _SETTING_NAMES}
     from nerx.models import model_class
     from nerx.runtime import ranks
@@ -223,16 +231,11 @@ def train_command(
     if quiet or not world.is_main:  # rank 0 speaks for every process
         run()
         return
+    held = f"held out of it (--dev-split {held_out.fraction}, seed {seed})" if held_out else ""
     processes = f", {world.world_size} processes" if world.distributed else ""
-    dev_note = (
-        f"dev {len(dev_docs)} documents held out of it (--dev-split {held_out.fraction}, "
-        f"seed {seed})"
-        if held_out
-        else f"dev {len(dev_docs)} documents"
-    )
     err_console.print(
         f"training [bold]{kind}[/] on {len(train_docs)} documents ({train_path}), "
-        f"{dev_note}, encoder {encoder}{processes}"
+        f"dev {len(dev_docs)} documents{' ' + held if held else ''}, encoder {encoder}{processes}"
     )
     shown = _TrainingProgress() if err_console.is_terminal else PlainProgress(_plain_line)
     with shown as progress:
