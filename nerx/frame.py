@@ -25,10 +25,10 @@ __all__ = ["extract_frame", "predict_texts", "resolve_model"]
 def resolve_model(model: Any, device: str = "auto"):
     """A loaded model as is; a bundled name or model directory loaded on ``device``."""
     if isinstance(model, str | os.PathLike):
-        from nerx.models import load_model
+        from nerx.loading import load
         from nerx.runtime import resolve_device
 
-        return load_model(model, device=resolve_device(device))
+        return load(model, device=resolve_device(device))
     return model
 
 

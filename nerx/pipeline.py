@@ -619,10 +619,10 @@ def extract_corpus(
     if workers < 0:
         raise ConfigError("workers must be 0 or more")
     if isinstance(model, str | os.PathLike):
-        from nerx.models import load_model
+        from nerx.loading import load
         from nerx.runtime import resolve_device
 
-        model = load_model(model, device=resolve_device("auto"))
+        model = load(model, device=resolve_device("auto"))
     place = ranks()
     settings = _Settings(batch_size, threshold, lang, on_error, dict(read_options or {}), precision)
     stats = ExtractionStats()

@@ -109,11 +109,11 @@ class NerxComponent:
         component's ``model`` while it links a pipeline, before ``from_disk`` has said where
         a saved model lies, and the probe must not load anything."""
         if self._model is None:
-            from nerx.models import load_model
+            from nerx.loading import load
             from nerx.runtime import resolve_device
 
             where = str(self._model_dir) if self._model_dir else self.source
-            self._model = load_model(where, device=resolve_device(self.device))
+            self._model = load(where, device=resolve_device(self.device))
         return self._model
 
     def __call__(self, doc: Doc) -> Doc:

@@ -114,7 +114,7 @@ def extract_command(
     ),
 ) -> None:
     from nerx.io import detect_format, source_options
-    from nerx.models import load_model
+    from nerx.loading import load
     from nerx.pipeline import extract_corpus
     from nerx.runtime import ranks, resolve_device, sigterm_as_interrupt
 
@@ -128,7 +128,7 @@ def extract_command(
         torch.set_num_threads(threads)  # ONNX Runtime sessions take torch's thread count
     place = ranks()
     resolved = resolve_device(device)
-    model = load_model(model_path, device=resolved)
+    model = load(model_path, device=resolved)
     if workers is None:
         workers = 1 if resolved.type == "cuda" else 0
     show = not quiet and place.is_main

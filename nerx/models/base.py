@@ -670,12 +670,15 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpanModel:
-    """Load a model directory written by :func:`save_model`, or a bundled model by name
-    (``news-ner``, see :mod:`nerx.bundled`). Every file is checked first: a missing,
-    unreadable or damaged one is a :class:`ModelError` naming it."""
-    from nerx.bundled import resolve
-
-    root = resolve(path)
+    """Load a model directory written by :func:`save_model` (a bundled model by name is
+    :func:`nerx.load`'s). Every file is checked first: a missing, unreadable or damaged one
+    is a :class:`ModelError` naming it."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ModelError(
+            f"model directory {root} does not exist",
+            hint="give a directory written by `nerx train`; nerx.load also takes bundled names",
+        )
     config = read_model_config(root)
     data = json.loads((root / CONFIG_NAME).read_bytes())  # read and checked just above
     if data.get("backend", "pytorch") == "onnx":  # written by `nerx export`
