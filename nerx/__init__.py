@@ -28,6 +28,8 @@ _EXPORTS = {
     "extract": ("nerx.pipeline", "extract"),
     "extract_corpus": ("nerx.pipeline", "extract_corpus"),
     "extract_frame": ("nerx.frame", "extract_frame"),
+    "train": ("nerx.training", "train"),
+    "TrainSettings": ("nerx.train_settings", "TrainSettings"),
 }
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
     "extract",
     "extract_corpus",
     "extract_frame",
+    "train",
+    "TrainSettings",
     "__version__",
 ]
 
@@ -55,6 +59,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from nerx.loading import load
     from nerx.pipeline import extract, extract_corpus
     from nerx.scoring import evaluate
+    from nerx.train_settings import TrainSettings
+    from nerx.training import train
 
 
 def __getattr__(name: str):

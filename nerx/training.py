@@ -31,10 +31,12 @@ from typing import Any
 import torch
 
 from nerx.checkpoint import load_checkpoint, rng_state, save_checkpoint, write_json_atomic
+from nerx.defaults import DEFAULT_ENCODER, DEFAULT_KIND
 from nerx.doc import Document, TextPreparer
 from nerx.errors import ConfigError
 from nerx.models.base import Example, ModelConfig, SpanModel, model_class, save_model
 from nerx.pipeline import predict_documents
+from nerx.progress import StepBar
 from nerx.runtime import (
     Ranks,
     all_reduce_sum,
@@ -151,19 +153,23 @@ def train(
     train_docs: Sequence[Document],
     dev_docs: Sequence[Document],
     *,
-    kind: str,
-    encoder: str,
     output: str | Path,
+    kind: str = DEFAULT_KIND,
+    encoder: str = DEFAULT_ENCODER,
     settings: TrainSettings | None = None,
     resume: bool = False,
     on_step: Callable[[Progress], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     dev_split: DevSplit | None = None,
+    progress: bool = False,
 ) -> TrainResult:
     """Fine-tune a ``kind`` model on ``encoder``; save the best epoch (by dev F1) to ``output``.
 
-    ``dev_split`` says that ``dev_docs`` were held out of the training data
-    (:func:`split_dev`); the model's config records it.
+    The settings a caller leaves at ``None`` take the kind's ``training_defaults``, else the
+    defaults of :class:`TrainSettings`; the values used are recorded in ``train_config.json``
+    and the model's ``config.json``. ``dev_split`` says that ``dev_docs`` were held out of
+    the training data (:func:`split_dev`); the model's config records it.
+    ``progress=True`` shows a ``tqdm`` bar over the steps (a widget in a notebook).
 
     Under torchrun every rank calls this with the same arguments; ``on_step`` and
     ``on_epoch`` are called on rank 0 only."""
@@ -172,6 +178,8 @@ def train(
     check_settings(settings)
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
+    shown = StepBar(on_step) if progress and ranks().is_main else None
+    on_step = shown or on_step
     started = start_distributed(device)
     try:
         return _train(
@@ -189,6 +197,8 @@ def train(
             dev_split=dev_split,
         )
     finally:
+        if shown is not None:
+            shown.close()
         if started:
             stop_distributed()
 
