@@ -56,9 +56,9 @@ Under torchrun it trains on every process (DDP; --batch-size is the global batch
   nerx train eng.train --dev eng.testa -o models/conll --save-every 500 --resume
 """
 
-#: The fields of TrainSettings that are options of their own, and their flags when the
-#: field's name does not make a good one.
+#: Flags for the TrainSettings fields whose names would not make a good one.
 _FLAGS = {"learning_rate": ("--lr",)}
+#: The TrainSettings fields that are options of nerx train, each under its own name.
 _SETTING_NAMES = frozenset(
     name
     for name in TrainSettings.__dataclass_fields__
