@@ -96,3 +96,16 @@ def test_a_registered_object_that_is_no_model_class_is_an_error():
             model_class("not-a-model")
     finally:
         catalogue.REGISTRY.pop((*registry.namespace, "not-a-model"), None)
+
+
+def test_an_entry_point_that_does_not_import_is_named(monkeypatch):
+    point = importlib.metadata.EntryPoint(
+        name="broken", value="no_such_package_anywhere:Model", group="nerx_models"
+    )
+    monkeypatch.setattr(
+        catalogue, "AVAILABLE_ENTRY_POINTS", importlib.metadata.EntryPoints([point])
+    )
+    with pytest.raises(ModelError, match="nerx_models entry point does not load"):
+        kinds()
+    with pytest.raises(ModelError, match="no_such_package_anywhere"):
+        model_class("broken")

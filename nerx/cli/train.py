@@ -90,7 +90,12 @@ class TrainCommand(TyperCommand):
     starts without importing the models."""
 
     def format_help(self, ctx, formatter) -> None:
-        describe_kinds(self.params)
+        from nerx.errors import NerxError
+
+        try:
+            describe_kinds(self.params)
+        except NerxError as exc:  # a broken kind from another package: say so, help anyway
+            err_console.print(f"[yellow]warning:[/] {exc}", markup=True, soft_wrap=True)
         return super().format_help(ctx, formatter)
 
 

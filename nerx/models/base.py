@@ -259,7 +259,18 @@ def kinds() -> list[str]:
     """The names of every model kind: nerx's own and those other packages register."""
     import nerx.models  # noqa: F401  (importing the package registers every model)
 
-    return sorted(registry.get_all())
+    return sorted(_from_registry(registry.get_all))
+
+
+def _from_registry(look_up, *args):
+    """A registry look-up; an entry point that fails to import is named, not a traceback."""
+    try:
+        return look_up(*args)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(
+            f"a package's {registry.entry_point_namespace} entry point does not load: {exc}",
+            hint="reinstall or remove the package that declares it",
+        ) from None
 
 
 def model_class(kind: str) -> type[SpanModel]:
@@ -267,11 +278,11 @@ def model_class(kind: str) -> type[SpanModel]:
     package's ``nerx_models`` entry point; an unknown kind is a :class:`ModelError`."""
     import nerx.models  # noqa: F401  (importing the package registers every model)
 
-    if kind not in registry:
+    if not _from_registry(registry.__contains__, kind):
         raise ModelError(
             f"unknown model kind {kind!r}", hint=f"choose one of: {', '.join(kinds())}"
         )
-    cls = registry.get(kind)
+    cls = _from_registry(registry.get, kind)
     if not (isinstance(cls, type) and issubclass(cls, SpanModel)):
         raise ModelError(
             f"model kind {kind!r} is registered as {cls!r}, which is not a SpanModel class",
