@@ -95,7 +95,7 @@ class TrainCommand(TyperCommand):
         try:
             describe_kinds(self.params)
         except NerxError as exc:  # a broken kind from another package: say so, help anyway
-            err_console.print(f"[yellow]warning:[/] {exc}", markup=True, soft_wrap=True)
+            warn(str(exc))
         return super().format_help(ctx, formatter)
 
 
