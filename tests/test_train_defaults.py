@@ -161,3 +161,15 @@ def test_kind_and_model_together_is_an_error(tmp_path):
     assert result.exit_code == 2
     assert "--kind token and --model spandec" in ANSI.sub("", result.stderr)
     assert not (tmp_path / "m").exists()
+
+
+def test_resolved_values_are_checked_against_the_fields_limits(token_prefers):
+    from nerx.train_settings import check_settings
+
+    token_prefers(batch_size=0)  # a kind's preference is checked like a given value
+    with pytest.raises(ConfigError, match="batch_size must be at least 1, not 0"):
+        check_settings(TrainSettings().for_kind("token"))
+    with pytest.raises(ConfigError, match="warmup must be at most 1.0, not 2"):
+        check_settings(TrainSettings(warmup=2, batch_size=4).for_kind("token"))
+    token_prefers()
+    check_settings(TrainSettings(window=12).for_kind("token"))  # small windows: library only
