@@ -501,9 +501,11 @@ def extract(
     stats: ExtractionStats | None = None,
     buffer_size: int | None = None,
     precision: str = "auto",
+    progress: bool = False,
 ) -> Iterator[Document]:
     """Stream predictions for ``docs``, in input order, holding one chunk of ``chunk_size``
-    documents (default ``max(16 * batch_size, 64)``) in memory at a time.
+    documents (default ``max(16 * batch_size, 64)``) in memory at a time. ``progress=True``
+    counts the documents done with a ``tqdm`` bar on stderr (a widget in a notebook).
 
     With ``on_error="skip"`` a document whose prediction fails is left out and passed to
     ``on_reject``; ``workers`` prepares the next chunks in background threads.
@@ -513,8 +515,11 @@ def extract(
     stats = stats if stats is not None else ExtractionStats()
     size = chunk_size or buffer_size or max(16 * batch_size, 64)
     settings = _Settings(batch_size, threshold, lang, on_error, precision=precision)
+    from nerx.progress import bar, length
+
     items = (InputDocument(k, doc) for k, doc in enumerate(docs, start=1))
-    yield from _stream(items, model, settings, size, workers, stats, on_reject)
+    predicted = _stream(items, model, settings, size, workers, stats, on_reject)
+    yield from bar(predicted, enabled=progress, total=length(docs), desc="extract")
 
 
 def _stream(items, model, settings, size, workers, stats, on_reject) -> Iterator[Document]:
@@ -619,10 +624,10 @@ def extract_corpus(
     if workers < 0:
         raise ConfigError("workers must be 0 or more")
     if isinstance(model, str | os.PathLike):
-        from nerx.models import load_model
+        from nerx.loading import load
         from nerx.runtime import resolve_device
 
-        model = load_model(model, device=resolve_device("auto"))
+        model = load(model, device=resolve_device("auto"))
     place = ranks()
     settings = _Settings(batch_size, threshold, lang, on_error, dict(read_options or {}), precision)
     stats = ExtractionStats()
