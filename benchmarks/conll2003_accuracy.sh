@@ -25,7 +25,7 @@ mkdir -p "$out"
 test_file="$out/test_$unit.jsonl"
 nerx convert "$data/eng.testb" "$test_file" "${split[@]}"
 for kind in $kinds; do
-  nerx train "$data/eng.train" --dev "$data/eng.testa" "${split[@]}" --model "$kind" \
+  nerx train "$data/eng.train" --dev "$data/eng.testa" "${split[@]}" --kind "$kind" \
     --encoder minilm --output "$out/$kind" --epochs "$epochs" --batch-size "${BATCH:-16}" \
     --lr "${LR:-3e-4}" --seed 13
   nerx extract "$test_file" --model "$out/$kind" -o "$out/$kind/test_pred.jsonl"

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {', '.join(f'{k} {v}' for k, v in paths.items())} and the language model {lm}")
     print("train, extract and evaluate:")
     print(
-        f"  nerx train {out}/train.jsonl --dev {out}/dev.jsonl --model padellm --encoder {lm} "
+        f"  nerx train {out}/train.jsonl --dev {out}/dev.jsonl --kind padellm --encoder {lm} "
         f"-o {out}/model --epochs 24 --batch-size 8 --lr 1e-3 --head-lr-multiplier 3 "
         "--warmup 0.05 --patience 3 --device cpu"
     )

@@ -36,8 +36,8 @@ def mark(name):
 import torch; mark("import torch")
 import spacy; mark("import spacy")
 import nerx.cli, nerx.io, nerx.models, nerx.pipeline; mark("import nerx (cli, io, models)")
-from nerx.models import load_model
-model = load_model(sys.argv[1]); mark("load the model")
+from nerx.loading import load
+model = load(sys.argv[1]); mark("load the model")
 loaded_transformers = "transformers.modeling_utils" in sys.modules
 docs = list(nerx.io.read(sys.argv[2]))
 from nerx.doc import TextPreparer

@@ -7,7 +7,7 @@
 # step on the entities of iter and of spandec (`--resume --set ner_model=DIR` on a copy of the
 # finished plmarker run calibrates the relation step on those entities).
 # SciERC, one sentence per document: plmarker (iter's SciERC run reads the DyGIE abstracts:
-# nerx train DATA/scierc/train.json --dev DATA/scierc/dev.json --model iter --epochs 10
+# nerx train DATA/scierc/train.json --dev DATA/scierc/dev.json --kind iter --epochs 10
 # --batch-size 4 --lr 2e-4 --patience 4 --symmetric COMPARE --symmetric CONJUNCTION).
 #
 # Usage: benchmarks/relation_accuracy.sh [DATA_DIR] [OUT_DIR] [PART...]
@@ -34,12 +34,12 @@ for part in $parts; do
     nerx convert "$data/conll04/conll04_test.json" "$dir/test.jsonl" --from spert
     common=("$data/conll04/conll04_train.json" --from spert
       --dev "$data/conll04/conll04_dev.json" --encoder minilm --batch-size 8 --lr 2e-4 --seed 13)
-    nerx train "${common[@]}" --model iter --output "$dir/iter" --epochs 25 --patience 6
+    nerx train "${common[@]}" --kind iter --output "$dir/iter" --epochs 25 --patience 6
     score "$dir/iter" "$dir/test.jsonl"
-    plmarker=("${common[@]}" --model plmarker --epochs 6 --patience 6)
+    plmarker=("${common[@]}" --kind plmarker --epochs 6 --patience 6)
     nerx train "${plmarker[@]}" --output "$dir/plmarker"
     score "$dir/plmarker" "$dir/test.jsonl"
-    nerx train "${common[@]}" --model spandec --output "$dir/spandec" --epochs 20 --patience 5
+    nerx train "${common[@]}" --kind spandec --output "$dir/spandec" --epochs 20 --patience 5
     score "$dir/spandec" "$dir/test.jsonl"
     for ner in iter spandec; do
       rm -rf "$dir/plmarker+$ner"
@@ -56,7 +56,7 @@ for part in $parts; do
     nerx convert "$sentences/scierc_test.json" "$dir/test.jsonl" --from spert
     symmetric=(--symmetric Compare --symmetric Conjunction)
     nerx train "$sentences/scierc_train.json" --from spert --dev "$sentences/scierc_dev.json" \
-      --model plmarker --encoder minilm --output "$dir/plmarker" --epochs 5 --batch-size 8 \
+      --kind plmarker --encoder minilm --output "$dir/plmarker" --epochs 5 --batch-size 8 \
       --lr 2e-4 --patience 5 --seed 13 "${symmetric[@]}" --set train_spans=128
     score "$dir/plmarker" "$dir/test.jsonl" "${symmetric[@]}"
     nerx eval "$dir/test.jsonl" "$dir/plmarker/test_pred.jsonl" "${symmetric[@]}" --symmetric-twice

@@ -100,11 +100,11 @@ def make_systems(args: argparse.Namespace) -> dict[str, Callable[[list[str]], li
     import spacy
 
     from nerx.doc import Document
-    from nerx.models import load_model
+    from nerx.loading import load
     from nerx.pipeline import extract
     from nerx.runtime import resolve_device
 
-    model = load_model(args.model, device=resolve_device(args.device))
+    model = load(args.model, device=resolve_device(args.device))
     nlp = spacy.blank("en")
     nlp.add_pipe(
         "nerx", config={"model": args.model, "device": args.device, "batch_size": args.batch_size}

@@ -24,10 +24,12 @@ _EXPORTS = {
     "convert": ("nerx.io", "convert"),
     "Report": ("nerx.io", "Report"),
     "evaluate": ("nerx.scoring", "evaluate"),
-    "load": ("nerx.models", "load_model"),
+    "load": ("nerx.loading", "load"),
     "extract": ("nerx.pipeline", "extract"),
     "extract_corpus": ("nerx.pipeline", "extract_corpus"),
     "extract_frame": ("nerx.frame", "extract_frame"),
+    "train": ("nerx.training", "train"),
+    "TrainSettings": ("nerx.train_settings", "TrainSettings"),
 }
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
     "extract",
     "extract_corpus",
     "extract_frame",
+    "train",
+    "TrainSettings",
     "__version__",
 ]
 
@@ -52,9 +56,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from nerx.errors import NerxError
     from nerx.frame import extract_frame
     from nerx.io import Report, convert, read, write
-    from nerx.models import load_model as load
+    from nerx.loading import load
     from nerx.pipeline import extract, extract_corpus
     from nerx.scoring import evaluate
+    from nerx.train_settings import TrainSettings
+    from nerx.training import train
 
 
 def __getattr__(name: str):

@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from nerx.defaults import DEFAULT_MODEL
 from nerx.doc import Document
 from nerx.errors import ConfigError, FormatError
 
@@ -24,10 +25,10 @@ __all__ = ["extract_frame", "predict_texts", "resolve_model"]
 def resolve_model(model: Any, device: str = "auto"):
     """A loaded model as is; a bundled name or model directory loaded on ``device``."""
     if isinstance(model, str | os.PathLike):
-        from nerx.models import load_model
+        from nerx.loading import load
         from nerx.runtime import resolve_device
 
-        return load_model(model, device=resolve_device(device))
+        return load(model, device=resolve_device(device))
     return model
 
 
@@ -60,7 +61,7 @@ def predict_texts(
 
 def extract_frame(
     df,
-    model: Any = "news-ner",
+    model: Any = DEFAULT_MODEL,
     *,
     text_column: str = "text",
     entities_column: str = "entities",

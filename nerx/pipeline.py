@@ -150,9 +150,9 @@ def entity_model(model: SpanModel) -> SpanModel | None:
     with _ENTITY_MODELS_LOCK:
         cached = _ENTITY_MODELS.get(model)
         if cached is None or cached[0] != str(source):
-            from nerx.models import load_model
+            from nerx.loading import load
 
-            cached = (str(source), load_model(source, device=model.device))
+            cached = (str(source), load(source, device=model.device))
             _ENTITY_MODELS[model] = cached
     return cached[1].to(model.device)
 
@@ -556,9 +556,11 @@ def extract(
     stats: ExtractionStats | None = None,
     buffer_size: int | None = None,
     precision: str = "auto",
+    progress: bool = False,
 ) -> Iterator[Document]:
     """Stream predictions for ``docs``, in input order, holding one chunk of ``chunk_size``
-    documents (default ``max(16 * batch_size, 64)``) in memory at a time.
+    documents (default ``max(16 * batch_size, 64)``) in memory at a time. ``progress=True``
+    counts the documents done with a ``tqdm`` bar on stderr (a widget in a notebook).
 
     With ``on_error="skip"`` a document whose prediction fails is left out and passed to
     ``on_reject``; ``workers`` prepares the next chunks in background threads.
@@ -568,8 +570,11 @@ def extract(
     stats = stats if stats is not None else ExtractionStats()
     size = chunk_size or buffer_size or max(16 * batch_size, 64)
     settings = _Settings(batch_size, threshold, lang, on_error, precision=precision)
+    from nerx.progress import bar, length
+
     items = (InputDocument(k, doc) for k, doc in enumerate(docs, start=1))
-    yield from _stream(items, model, settings, size, workers, stats, on_reject)
+    predicted = _stream(items, model, settings, size, workers, stats, on_reject)
+    yield from bar(predicted, enabled=progress, total=length(docs), desc="extract")
 
 
 def _stream(items, model, settings, size, workers, stats, on_reject) -> Iterator[Document]:
@@ -674,10 +679,10 @@ def extract_corpus(
     if workers < 0:
         raise ConfigError("workers must be 0 or more")
     if isinstance(model, str | os.PathLike):
-        from nerx.models import load_model
+        from nerx.loading import load
         from nerx.runtime import resolve_device
 
-        model = load_model(model, device=resolve_device("auto"))
+        model = load(model, device=resolve_device("auto"))
     place = ranks()
     settings = _Settings(batch_size, threshold, lang, on_error, dict(read_options or {}), precision)
     stats = ExtractionStats()

@@ -34,6 +34,7 @@ from spacy.language import Language
 from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc
 
+from nerx.defaults import DEFAULT_MODEL
 from nerx.doc import Document
 from nerx.errors import ConfigError
 from nerx.spacy_ext import annotate, plain_document, register_extensions
@@ -46,7 +47,7 @@ MODEL_DIR = "model"
 @Language.factory(
     "nerx",
     default_config={
-        "model": "news-ner",
+        "model": DEFAULT_MODEL,
         "batch_size": 32,
         "buffer_size": 0,
         "threshold": 0.0,
@@ -108,11 +109,11 @@ class NerxComponent:
         component's ``model`` while it links a pipeline, before ``from_disk`` has said where
         a saved model lies, and the probe must not load anything."""
         if self._model is None:
-            from nerx.models import load_model
+            from nerx.loading import load
             from nerx.runtime import resolve_device
 
             where = str(self._model_dir) if self._model_dir else self.source
-            self._model = load_model(where, device=resolve_device(self.device))
+            self._model = load(where, device=resolve_device(self.device))
         return self._model
 
     def __call__(self, doc: Doc) -> Doc:

@@ -24,17 +24,19 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nerx.checkpoint import load_checkpoint, rng_state, save_checkpoint, write_json_atomic
+from nerx.defaults import DEFAULT_ENCODER, DEFAULT_KIND
 from nerx.doc import Document, TextPreparer
 from nerx.errors import ConfigError
 from nerx.models.base import Example, ModelConfig, SpanModel, model_class, save_model
 from nerx.pipeline import predict_documents
+from nerx.progress import StepBar
 from nerx.runtime import (
     Ranks,
     all_reduce_sum,
@@ -49,43 +51,12 @@ from nerx.runtime import (
     start_distributed,
     stop_distributed,
 )
+from nerx.train_settings import DEFAULT_DEV_SPLIT, TrainSettings, check_settings
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_NAME = "metrics.jsonl"
 #: The settings a run resolved (kind, encoder, labels, ranks...), written at its first step.
 RUN_CONFIG_NAME = "train_config.json"
-
-
-@dataclass
-class TrainSettings:
-    epochs: int = 3
-    #: Windows per optimizer step, over all ranks together.
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    head_lr_multiplier: float = 10.0
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    schedule: str = "linear"  # or "onecycle"
-    max_grad_norm: float = 1.0
-    seed: int = 13
-    patience: int = 2
-    device: str = "auto"
-    eval_batch_size: int = 64
-    max_span_length: int = 8
-    window: int | None = None
-    hyper: dict[str, Any] = field(default_factory=dict)
-    #: Relation labels without direction (``(a, b)`` is ``(b, a)``): predicted and written once.
-    symmetric_relations: list[str] = field(default_factory=list)
-    lang: str = "en"
-    #: auto (bf16 on GPU, fp32 on CPU), bf16 or fp32: the autocast of training and dev scoring.
-    precision: str = "auto"
-    #: Pieces each rank's share of a batch is run in before one optimizer step.
-    grad_accum: int = 1
-    #: Optimizer steps between mid-epoch checkpoints; 0 checkpoints at epoch ends only.
-    save_every: int = 0
-    #: Optimizer steps between the loss / learning rate / examples-per-second lines of
-    #: metrics.jsonl; 0 writes none.
-    log_every: int = 50
 
 
 @dataclass
@@ -125,7 +96,7 @@ class DevSplit:
 
 
 def split_dev(
-    docs: Sequence[Document], fraction: float = 0.1, seed: int = 13
+    docs: Sequence[Document], fraction: float = DEFAULT_DEV_SPLIT, seed: int = 13
 ) -> tuple[list[Document], list[Document], DevSplit]:
     """Hold out ``fraction`` of ``docs`` (rounded, at least one) as dev, chosen by ``seed``:
     the same documents, the same seed, the same split. Both parts keep the input order."""
@@ -182,26 +153,33 @@ def train(
     train_docs: Sequence[Document],
     dev_docs: Sequence[Document],
     *,
-    kind: str,
-    encoder: str,
     output: str | Path,
+    kind: str = DEFAULT_KIND,
+    encoder: str = DEFAULT_ENCODER,
     settings: TrainSettings | None = None,
     resume: bool = False,
     on_step: Callable[[Progress], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     dev_split: DevSplit | None = None,
+    progress: bool = False,
 ) -> TrainResult:
     """Fine-tune a ``kind`` model on ``encoder``; save the best epoch (by dev F1) to ``output``.
 
-    ``dev_split`` says that ``dev_docs`` were held out of the training data
-    (:func:`split_dev`); the model's config records it.
+    The settings a caller leaves at ``None`` take the kind's ``training_defaults``, else the
+    defaults of :class:`TrainSettings`; the values used are recorded in ``train_config.json``
+    and the model's ``config.json``. ``dev_split`` says that ``dev_docs`` were held out of
+    the training data (:func:`split_dev`); the model's config records it.
+    ``progress=True`` shows a ``tqdm`` bar over the steps (a widget in a notebook).
 
     Under torchrun every rank calls this with the same arguments; ``on_step`` and
     ``on_epoch`` are called on rank 0 only."""
-    settings = settings or TrainSettings()
-    _check_settings(settings)
+    # A value given > the kind's training_defaults > the default of TrainSettings.
+    settings = (settings or TrainSettings()).for_kind(kind)
+    check_settings(settings)
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
+    shown = StepBar(on_step) if progress and ranks().is_main else None
+    on_step = shown or on_step
     started = start_distributed(device)
     try:
         return _train(
@@ -219,17 +197,45 @@ def train(
             dev_split=dev_split,
         )
     finally:
+        if shown is not None:
+            shown.close()
         if started:
             stop_distributed()
 
 
-def _check_settings(settings: TrainSettings) -> None:
-    for name in ("batch_size", "grad_accum", "epochs"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, not {getattr(settings, name)}")
-    for name in ("save_every", "log_every"):
-        if getattr(settings, name) < 0:
-            raise ConfigError(f"{name} must be 0 (off) or more, not {getattr(settings, name)}")
+@dataclass
+class _Run:
+    """What one training run holds between its steps: built by :func:`_setup`."""
+
+    output: Path
+    settings: TrainSettings
+    device: torch.device
+    precision: str
+    world: Ranks
+    model: SpanModel
+    net: Any  # the module the loop runs forward through (DDP under torchrun)
+    examples: list[Example]
+    dev_docs: Sequence[Document]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    state: dict[str, Any]
+    metrics: Path
+    main_metric: str
+    total_steps: int
+
+    def checkpoint(self) -> None:
+        rng = gather_objects(rng_state())  # every rank's dropout stream
+        if self.world.is_main:
+            self.state["metrics_bytes"] = self.metrics.stat().st_size
+            save_checkpoint(
+                self.output / CHECKPOINT_DIR,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                state=self.state,
+                rng_states=rng,
+            )
+        barrier()
 
 
 def _train(
@@ -247,35 +253,56 @@ def _train(
     on_epoch,
     dev_split: DevSplit | None,
 ) -> TrainResult:
+    run = _setup(
+        train_docs,
+        dev_docs,
+        kind=kind,
+        encoder=encoder,
+        output=output,
+        settings=settings,
+        device=device,
+        precision=precision,
+        resume=resume,
+        dev_split=dev_split,
+    )
+    state = run.state
+    for epoch in range(state["epoch"] + 1, settings.epochs + 1):
+        if state["stale"] >= settings.patience:
+            break  # early stop; a resumed run that had stopped early trains no more
+        epoch_started = time.perf_counter()
+        _run_epoch(run, epoch, on_step)
+        _finish_epoch(run, epoch, epoch_started, on_epoch)
+    calibration: dict[str, Any] = {}
+    if run.world.is_main:
+        calibration = _calibrate(output, device, dev_docs, settings, precision, run.main_metric)
+    barrier()
+    return TrainResult(
+        output, state["best_epoch"], state["best_score"], state["history"], calibration
+    )
+
+
+def _setup(
+    train_docs,
+    dev_docs,
+    *,
+    kind: str,
+    encoder: str,
+    output: Path,
+    settings: TrainSettings,
+    device: torch.device,
+    precision: str,
+    resume: bool,
+    dev_split: DevSplit | None,
+) -> _Run:
+    """Prepare the data, build the model, optimizer and schedule, restore a checkpoint when
+    resuming, and (rank 0) start metrics.jsonl and train_config.json."""
     world = ranks()
-    main = world.is_main
     _seed(settings.seed)
     prepare = TextPreparer(settings.lang)
     prepare(train_docs)
     prepare(dev_docs)
-    profile = data_profile(train_docs)
-    if not profile["labels"]:
-        raise ConfigError("the training data has no entities", hint="check the file and --from")
-    unknown = sorted(set(settings.symmetric_relations) - set(profile["relation_labels"]))
-    if unknown:
-        raise ConfigError(
-            f"symmetric relation labels {unknown} are not in the training data",
-            hint=f"its relation labels: {', '.join(profile['relation_labels']) or 'none'}",
-        )
-    config = ModelConfig(
-        kind=kind,
-        labels=profile["labels"],
-        relation_labels=profile["relation_labels"],
-        symmetric_relations=sorted(settings.symmetric_relations),
-        encoder=encoder,
-        max_span_length=settings.max_span_length,
-        window=settings.window,
-        hyper={"nested": profile["nested"], **settings.hyper},
-        training={**asdict(settings), "train_documents": len(train_docs)},
-    )
-    if dev_split is not None:
-        config.training["dev_split"] = asdict(dev_split)
-    model = model_class(kind).create(config).to(device)
+    profile = _checked_profile(train_docs, settings)
+    model = _new_model(kind, encoder, settings, profile, len(train_docs), dev_split).to(device)
     examples = [ex for i, doc in enumerate(train_docs) for ex in model.prepare(doc, i, gold=True)]
     learned = model.learn_from_data(examples)  # deterministic, so a resumed run agrees
     model.config.hyper.update({k: v for k, v in learned.items() if k not in settings.hyper})
@@ -285,34 +312,10 @@ def _train(
     total_steps = steps_per_epoch * settings.epochs
     optimizer = _optimizer(model, settings)
     scheduler = _scheduler(optimizer, settings, total_steps)
-    state = {
-        "epoch": 0,  # epochs done
-        "step": 0,  # steps done in the epoch after them
-        "global_step": 0,
-        "metrics_bytes": 0,  # metrics.jsonl up to this checkpoint
-        "best_score": -1.0,
-        "best_epoch": 0,
-        "stale": 0,
-        "history": [],
-        "batch_size": settings.batch_size,  # a place in an epoch counts batches of this size
-    }
-    if resume:
-        loaded = _resume(output, model, optimizer, scheduler, world)
-        state = {**{k: v for k, v in state.items() if k != "metrics_bytes"}, **loaded}
-        state["batch_size"] = settings.batch_size
-        if loaded.get("step") and loaded.get("batch_size") != settings.batch_size:
-            raise ConfigError(
-                f"the checkpoint stopped mid-epoch with --batch-size {loaded.get('batch_size')}, "
-                f"not {settings.batch_size}: its place in the epoch would be lost",
-                hint=f"resume with --batch-size {loaded.get('batch_size')}",
-            )
+    state = _start_state(settings, output, model, optimizer, scheduler, world, resume)
     metrics = output / METRICS_NAME
-    if main:
-        output.mkdir(parents=True, exist_ok=True)
-        # A fresh run starts an empty log; a resumed one drops what came after its checkpoint.
-        with open(metrics, "a+b") as log:
-            if not resume or "metrics_bytes" in state:
-                log.truncate(state["metrics_bytes"] if resume else 0)
+    if world.is_main:
+        _start_log(output, metrics, state, resume)
         run_config = {
             "kind": kind,
             "encoder": encoder,
@@ -328,88 +331,169 @@ def _train(
             "hyper": model.config.hyper,
         }
         write_json_atomic(output / RUN_CONFIG_NAME, run_config)
-    net = _wrap(model, device, world)
     # Relation models are chosen on Rel+, unless the data has no relations to score.
-    has_relations = model.predicts_relations and bool(config.relation_labels)
-    main_metric = "relations_strict" if has_relations else "entities"
-
-    def checkpoint() -> None:
-        rng = gather_objects(rng_state())  # every rank's dropout stream
-        if main:
-            state["metrics_bytes"] = metrics.stat().st_size
-            save_checkpoint(
-                output / CHECKPOINT_DIR,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                state=state,
-                rng_states=rng,
-            )
-        barrier()
-
-    for epoch in range(state["epoch"] + 1, settings.epochs + 1):
-        if state["stale"] >= settings.patience:
-            break  # early stop; a resumed run that had stopped early trains no more
-        batches = epoch_batches(examples, settings.batch_size, settings.seed, epoch)
-        model.train()
-        epoch_started = time.perf_counter()
-        seen, logged = 0, _LogWindow()
-        for step in range(state["step"] + 1, len(batches) + 1):
-            batch_examples = batches[step - 1]
-            learning_rate = optimizer.param_groups[0]["lr"]  # the encoder's, for this step
-            loss = _optimizer_step(
-                net, model, optimizer, scheduler, batch_examples, settings, device, precision
-            )
-            if not math.isfinite(loss):
-                raise ConfigError(
-                    f"the loss became {loss} at epoch {epoch}, step {step}",
-                    hint="lower --lr, or check the data for empty or broken documents",
-                )
-            state["step"] = step
-            state["global_step"] += 1
-            seen += len(batch_examples)
-            rate = seen / max(time.perf_counter() - epoch_started, 1e-9)
-            logged.add(loss, len(batch_examples))
-            if main and settings.log_every and state["global_step"] % settings.log_every == 0:
-                _append(metrics, logged.record(epoch, step, state, learning_rate))
-            due = settings.save_every and state["global_step"] % settings.save_every == 0
-            if due and step < len(batches):  # the epoch's end checkpoints anyway
-                checkpoint()
-            if main and on_step:
-                on_step(
-                    Progress(
-                        epoch,
-                        step,
-                        len(batches),
-                        loss,
-                        rate,
-                        state["global_step"],
-                        total_steps,
-                    )
-                )
-        state["step"] = 0
-        record = None
-        if main:
-            record = _end_epoch(
-                model, output, dev_docs, settings, precision, main_metric, state, epoch
-            )
-            record["seconds"] = round(time.perf_counter() - epoch_started, 2)
-            record["learning_rate"] = scheduler.get_last_lr()[0]
-            state["history"].append({k: v for k, v in record.items() if k != "best"})
-            _append(metrics, {k: v for k, v in record.items() if k != "best"})
-        state["epoch"] = epoch
-        state.update(broadcast_object({k: v for k, v in state.items()}))
-        checkpoint()
-        if main and on_epoch:
-            on_epoch(record)
-
-    calibration: dict[str, Any] = {}
-    if main:
-        calibration = _calibrate(output, device, dev_docs, settings, precision, main_metric)
-    barrier()
-    return TrainResult(
-        output, state["best_epoch"], state["best_score"], state["history"], calibration
+    has_relations = model.predicts_relations and bool(model.config.relation_labels)
+    return _Run(
+        output=output,
+        settings=settings,
+        device=device,
+        precision=precision,
+        world=world,
+        model=model,
+        net=_wrap(model, device, world),
+        examples=examples,
+        dev_docs=dev_docs,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+        metrics=metrics,
+        main_metric="relations_strict" if has_relations else "entities",
+        total_steps=total_steps,
     )
+
+
+def _new_model(kind, encoder, settings, profile, train_documents, dev_split) -> SpanModel:
+    """A fresh ``kind`` model for the labels of the data; its config records the settings."""
+    config = ModelConfig(
+        kind=kind,
+        labels=profile["labels"],
+        relation_labels=profile["relation_labels"],
+        symmetric_relations=sorted(settings.symmetric_relations),
+        encoder=encoder,
+        max_span_length=settings.max_span_length,
+        window=settings.window,
+        hyper={"nested": profile["nested"], **settings.hyper},
+        training={**asdict(settings), "train_documents": train_documents},
+    )
+    if dev_split is not None:
+        config.training["dev_split"] = asdict(dev_split)
+    return model_class(kind).create(config)
+
+
+def _checked_profile(train_docs, settings: TrainSettings) -> dict[str, Any]:
+    """:func:`data_profile` of data that can train a model with these settings."""
+    profile = data_profile(train_docs)
+    if not profile["labels"]:
+        raise ConfigError("the training data has no entities", hint="check the file and --from")
+    unknown = sorted(set(settings.symmetric_relations) - set(profile["relation_labels"]))
+    if unknown:
+        raise ConfigError(
+            f"symmetric relation labels {unknown} are not in the training data",
+            hint=f"its relation labels: {', '.join(profile['relation_labels']) or 'none'}",
+        )
+    return profile
+
+
+def _start_log(output: Path, metrics: Path, state: dict, resume: bool) -> None:
+    """The output directory and metrics.jsonl: a fresh run starts an empty log; a resumed
+    one drops what came after its checkpoint."""
+    output.mkdir(parents=True, exist_ok=True)
+    with open(metrics, "a+b") as log:
+        if not resume or "metrics_bytes" in state:
+            log.truncate(state["metrics_bytes"] if resume else 0)
+
+
+def _start_state(settings, output, model, optimizer, scheduler, world, resume) -> dict:
+    """Where the run starts: nothing done, or where its checkpoint stopped."""
+    state = {
+        "epoch": 0,  # epochs done
+        "step": 0,  # steps done in the epoch after them
+        "global_step": 0,
+        "metrics_bytes": 0,  # metrics.jsonl up to this checkpoint
+        "best_score": -1.0,
+        "best_epoch": 0,
+        "stale": 0,
+        "history": [],
+        "batch_size": settings.batch_size,  # a place in an epoch counts batches of this size
+    }
+    if not resume:
+        return state
+    loaded = _resume(output, model, optimizer, scheduler, world)
+    state = {**{k: v for k, v in state.items() if k != "metrics_bytes"}, **loaded}
+    state["batch_size"] = settings.batch_size
+    if loaded.get("step") and loaded.get("batch_size") != settings.batch_size:
+        raise ConfigError(
+            f"the checkpoint stopped mid-epoch with --batch-size {loaded.get('batch_size')}, "
+            f"not {settings.batch_size}: its place in the epoch would be lost",
+            hint=f"resume with --batch-size {loaded.get('batch_size')}",
+        )
+    return state
+
+
+def _run_epoch(run: _Run, epoch: int, on_step) -> None:
+    """The optimizer steps of one epoch (from where a resumed run stopped in it)."""
+    settings, state, main = run.settings, run.state, run.world.is_main
+    batches = epoch_batches(run.examples, settings.batch_size, settings.seed, epoch)
+    run.model.train()
+    epoch_started = time.perf_counter()
+    seen, logged = 0, _LogWindow()
+    for step in range(state["step"] + 1, len(batches) + 1):
+        batch_examples = batches[step - 1]
+        learning_rate = run.optimizer.param_groups[0]["lr"]  # the encoder's, for this step
+        loss = _optimizer_step(
+            run.net,
+            run.model,
+            run.optimizer,
+            run.scheduler,
+            batch_examples,
+            settings,
+            run.device,
+            run.precision,
+        )
+        if not math.isfinite(loss):
+            raise ConfigError(
+                f"the loss became {loss} at epoch {epoch}, step {step}",
+                hint="lower --lr, or check the data for empty or broken documents",
+            )
+        state["step"] = step
+        state["global_step"] += 1
+        seen += len(batch_examples)
+        rate = seen / max(time.perf_counter() - epoch_started, 1e-9)
+        logged.add(loss, len(batch_examples))
+        if main and settings.log_every and state["global_step"] % settings.log_every == 0:
+            _append(run.metrics, logged.record(epoch, step, state, learning_rate))
+        due = settings.save_every and state["global_step"] % settings.save_every == 0
+        if due and step < len(batches):  # the epoch's end checkpoints anyway
+            run.checkpoint()
+        if main and on_step:
+            on_step(
+                Progress(
+                    epoch,
+                    step,
+                    len(batches),
+                    loss,
+                    rate,
+                    state["global_step"],
+                    run.total_steps,
+                )
+            )
+
+
+def _finish_epoch(run: _Run, epoch: int, epoch_started: float, on_epoch) -> None:
+    """Score dev and save the best model (rank 0), share the outcome, checkpoint."""
+    state, main = run.state, run.world.is_main
+    state["step"] = 0
+    record = None
+    if main:
+        record = _end_epoch(
+            run.model,
+            run.output,
+            run.dev_docs,
+            run.settings,
+            run.precision,
+            run.main_metric,
+            state,
+            epoch,
+        )
+        record["seconds"] = round(time.perf_counter() - epoch_started, 2)
+        record["learning_rate"] = run.scheduler.get_last_lr()[0]
+        state["history"].append({k: v for k, v in record.items() if k != "best"})
+        _append(run.metrics, {k: v for k, v in record.items() if k != "best"})
+    state["epoch"] = epoch
+    state.update(broadcast_object({k: v for k, v in state.items()}))
+    run.checkpoint()
+    if main and on_epoch:
+        on_epoch(record)
 
 
 def _resume(output: Path, model, optimizer, scheduler, world: Ranks) -> dict:

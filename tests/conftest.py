@@ -73,7 +73,7 @@ def model_dir(tiny_encoder, tmp_path_factory) -> Path:
                 str(SAMPLES / "news.jsonl"),
                 "--dev",
                 str(SAMPLES / "news.jsonl"),
-                "--model",
+                "--kind",
                 "spandec",
                 "--encoder",
                 tiny_encoder,

@@ -153,3 +153,12 @@ def test_models_command_describes_a_model_and_its_settings(tmp_path):
     (copy / "config.json").write_text(json.dumps(config))
     result = CliRunner().invoke(app, ["models", str(copy)])
     assert result.exit_code == 2 and "dropuot" in result.output
+
+
+def test_load_model_reads_directories_and_leaves_names_to_nerx_load(tmp_path, monkeypatch):
+    from nerx.models import load_model
+
+    monkeypatch.chdir(tmp_path)  # no directory called news-ner here
+    with pytest.raises(ModelError, match="model directory news-ner does not exist") as caught:
+        load_model(DEFAULT_MODEL)
+    assert "nerx.load" in caught.value.hint

@@ -6,7 +6,15 @@ import torch
 
 from nerx.io import read
 from nerx.models import ModelConfig, load_model, model_class, save_model
-from nerx.models.compact import DELTA, INT8, LEFT, compact_state, expand_state, low_rank
+from nerx.models.compact import (
+    ALONG,
+    DELTA,
+    INT8,
+    LEFT,
+    compact_state,
+    expand_state,
+    low_rank,
+)
 from tests.conftest import SAMPLES
 
 
@@ -53,6 +61,31 @@ def test_compact_state_stores_changes_only_and_expands_back():
     step = big.abs().amax(dim=1, keepdim=True) / 127
     assert ((back["head.big"] - big).abs() <= step * 0.5 + step * 2e-3 * 127).all()
     assert not torch.allclose(back["head.big"], big, atol=1e-6)  # it is quantised
+
+
+def test_weight_decay_shrink_is_stored_exactly_beside_the_low_rank_change():
+    """Decay scales every weight; with that multiple fitted first, a decayed matrix plus a
+    rank-3 change is recovered at rank 3, while the plain SVD of the change is not."""
+    torch.manual_seed(2)
+    base = torch.randn(256, 96)
+    change = torch.randn(256, 3) @ torch.randn(3, 96) * 0.05
+    tuned = {"encoder.big": 0.99 * base + change}
+    stored = compact_state(tuned, {"encoder.big": base}, rank=3)
+    back = expand_state(stored, {"encoder.big": base})["encoder.big"]
+    assert torch.allclose(back, tuned["encoder.big"], atol=2e-3)
+    plain_left, plain_right = low_rank(tuned["encoder.big"] - base, 3)
+    plain_error = (base + plain_left @ plain_right - tuned["encoder.big"]).abs().max()
+    assert plain_error > 10 * (back - tuned["encoder.big"]).abs().max()
+
+
+def test_a_directory_without_the_fitted_multiple_still_expands():
+    torch.manual_seed(3)
+    base = torch.randn(128, 96)
+    tuned = {"encoder.big": base + torch.randn(128, 2) @ torch.randn(2, 96) * 0.01}
+    stored = compact_state(tuned, {"encoder.big": base}, rank=4)
+    stored = {k: v for k, v in stored.items() if not k.endswith(ALONG)}  # an older directory
+    back = expand_state(stored, {"encoder.big": base})["encoder.big"]
+    assert torch.allclose(back, tuned["encoder.big"], atol=2e-3)
 
 
 def test_compact_directory_gives_the_same_predictions(tiny_encoder, tmp_path):

@@ -64,7 +64,7 @@ def train_args(tiny_encoder: str, out: Path, *extra: str) -> list[str]:
     return [
         "train",
         *extra,
-        "--model",
+        "--kind",
         "token",
         "--encoder",
         tiny_encoder,

@@ -15,6 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import nerx
 from nerx.cli import app
 from nerx.doc import TextPreparer
 from nerx.errors import ModelError
@@ -193,7 +194,7 @@ def bundled_exports(tmp_path_factory):
 @pytest.mark.slow
 def test_bundled_model_exports_in_fp32_with_the_same_entities(bundled_exports):
     docs = sample_docs()
-    expected = rows(predict_documents(load_model("news-ner"), docs))
+    expected = rows(predict_documents(nerx.load("news-ner"), docs))
     assert sum(map(len, expected)) > 10
     assert_same_entities(
         expected, rows(predict_documents(load_model(bundled_exports / "none"), docs))
@@ -209,7 +210,7 @@ def test_bundled_model_in_int8_agrees_on_99_percent_of_entities(bundled_exports)
     assert exported.precision == "int8"
     fp32 = {
         (d.id, e.start, e.end, e.label)
-        for d in predict_documents(load_model("news-ner"), docs)
+        for d in predict_documents(nerx.load("news-ner"), docs)
         for e in d.entities
     }
     int8 = {
@@ -228,7 +229,7 @@ def test_bundled_relation_model_exports_with_the_same_entities_and_relations(tmp
     result = export("news-re", "-o", str(tmp_path / "news-re"))
     assert result.exit_code == 0, result.output
     docs = sample_docs()
-    reference = predict_documents(load_model("news-re"), docs)
+    reference = predict_documents(nerx.load("news-re"), docs)
     assert sum(len(doc.relations) for doc in reference) > 0
     got = rows(predict_documents(load_model(tmp_path / "news-re"), docs))
     assert_same_entities(rows(reference), got)

@@ -14,7 +14,7 @@ for info in pkgutil.walk_packages(nerx.__path__, "nerx."):
     if ".bundled." in info.name and info.name.count(".") > 2:
         continue
     importlib.import_module(info.name)
-for name in ("read", "write", "convert", "evaluate", "load", "extract"):
+for name in ("read", "write", "convert", "evaluate", "load", "extract", "train"):
     value = getattr(nerx, name)
     assert inspect.isfunction(value), (name, value)
 print("ok")

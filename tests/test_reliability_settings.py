@@ -86,7 +86,7 @@ def test_a_bad_setting_on_the_command_line_is_one_line_and_exit_2(tiny_encoder, 
     for item in ("decoder_heads=5", "span_chunk=many", "decoder_head=4"):
         result = CliRunner().invoke(
             app,
-            ["train", str(news), "--dev", str(news), "--model", "spandec"]
+            ["train", str(news), "--dev", str(news), "--kind", "spandec"]
             + ["--encoder", tiny_encoder, "--set", item, "-o", str(tmp_path / "m")],
         )
         stderr = ANSI.sub("", result.stderr)

@@ -344,7 +344,7 @@ def _cli_args(corpus: Path, tiny_encoder: str, output: Path) -> list[str]:
         str(corpus),
         "--dev",
         str(corpus),
-        "--model",
+        "--kind",
         "token",
         "--encoder",
         tiny_encoder,

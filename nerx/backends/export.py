@@ -68,7 +68,8 @@ def export_model(
     """Export ``model`` to ``output``: ``model.onnx``, the tokenizer and a ``config.json``
     that says ``"backend": "onnx"`` and the precision."""
     from nerx.backends.graphs import EXPORTS
-    from nerx.models.base import CONFIG_NAME, load_model
+    from nerx.loading import load
+    from nerx.models.base import CONFIG_NAME
 
     if quantize not in QUANTIZATIONS:
         raise ConfigError(
@@ -77,7 +78,7 @@ def export_model(
     out = Path(output)
     check_target(out)
     require_export_tools()
-    loaded = load_model(model, device="cpu")
+    loaded = load(model, device="cpu")
     if getattr(loaded, "precision", None) is not None:
         raise ConfigError(f"{model} is an exported ONNX model already; export its source model")
     if loaded.kind not in EXPORTS:

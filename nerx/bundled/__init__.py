@@ -18,10 +18,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nerx.defaults import DEFAULT_MODEL
 from nerx.errors import ModelError
 
-#: The model ``nerx extract`` and the spaCy component use when none is named.
-DEFAULT_MODEL = "news-ner"
+__all__ = ["DEFAULT_MODEL", "ModelCard", "card", "cards", "model_path", "names", "resolve"]
+
 CARD_NAME = "card.json"
 
 

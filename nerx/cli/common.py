@@ -11,6 +11,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
+from nerx.defaults import DEFAULT_MODEL
 from nerx.errors import NerxError
 
 # Everything human-readable goes to stderr, so stdout stays clean for piped data.
@@ -84,3 +85,56 @@ ANNOTATOR = typer.Option(
     help="Label Studio export: read this annotator's annotations (user id or e-mail).",
     rich_help_panel=_TABLES,
 )
+
+
+# The options every command means the same by (sqlite-utils' shared options): one factory per
+# concept, so a flag and its short form never differ between commands. A command may word the
+# help for what the option does there.
+def model_option(
+    default: str | None = DEFAULT_MODEL,
+    help: str = "A bundled model name (see `nerx models`) or a directory written by nerx train.",
+):
+    return typer.Option(default, "--model", "-m", help=help)
+
+
+def from_option(
+    help: str = "Input format, when detection (suffix, then content) is not enough.",
+    *,
+    flags: tuple[str, ...] = ("--from", "-f"),
+):
+    return typer.Option(None, *flags, help=help)
+
+
+def to_option(
+    help: str = "Output format. Default: from the output's suffix, else jsonl.",
+):
+    return typer.Option(None, "--to", "-t", help=help)
+
+
+def output_option(default: str | None = "-", help: str = "Output file; - is stdout."):
+    return typer.Option(default, "--output", "-o", help=help)
+
+
+def device_option(default: str = "auto"):
+    return typer.Option(default, "--device", "-d", help="auto, cpu, cuda or cuda:N.")
+
+
+def precision_option(default: str = "auto"):
+    return typer.Option(
+        default, "--precision", help="auto (bf16 on GPU, fp32 on CPU), bf16 or fp32: autocast."
+    )
+
+
+def lang_option(default: str = "en"):
+    return typer.Option(
+        default, "--lang", help="Language of the spaCy tokenizer and sentencizer for raw text."
+    )
+
+
+def quiet_option(help: str = "No progress bar and no summary on stderr."):
+    return typer.Option(False, "--quiet", "-q", help=help)
+
+
+def warn(message: str) -> None:
+    """One yellow line on stderr."""
+    err_console.print(f"[yellow]warning:[/] {_escape(message)}", soft_wrap=True)

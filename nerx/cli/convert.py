@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from nerx.cli.common import ANNOTATOR, ID_COLUMN, TEXT_COLUMN, err_console, handles_errors
+from nerx.cli.common import (
+    ANNOTATOR,
+    ID_COLUMN,
+    TEXT_COLUMN,
+    err_console,
+    from_option,
+    handles_errors,
+    quiet_option,
+    to_option,
+)
 
 HELP = """Convert between JSONL, CoNLL, spaCy DocBin, BRAT, Label Studio, doccano, Prodigy,
 plain text and tables (Parquet, CSV, TSV), streaming.
@@ -38,18 +47,12 @@ def convert_command(
     target: str = typer.Argument(
         ..., metavar="OUT", help="Output file, BRAT directory, or - for stdout."
     ),
-    from_format: str | None = typer.Option(
-        None,
-        "--from",
-        "-f",
-        help="Input format: jsonl, conll, docbin, brat, labelstudio, doccano, prodigy, text, lines "
+    from_format: str | None = from_option(
+        "Input format: jsonl, conll, docbin, brat, labelstudio, doccano, prodigy, text, lines "
         "(a document per line), parquet, csv, tsv, or a JSONL dialect: spert, dygie, gliner, genia.",
     ),
-    to_format: str | None = typer.Option(
-        None,
-        "--to",
-        "-t",
-        help="Output format: jsonl, conll, docbin, brat, labelstudio, doccano, "
+    to_format: str | None = to_option(
+        "Output format: jsonl, conll, docbin, brat, labelstudio, doccano, "
         "doccano-relations, prodigy, text, parquet, csv, tsv, or html (a page to look at).",
     ),
     scheme: str | None = typer.Option(
@@ -69,7 +72,7 @@ def convert_command(
     text_column: str | None = TEXT_COLUMN,
     id_column: str | None = ID_COLUMN,
     annotator: str | None = ANNOTATOR,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no summary."),
+    quiet: bool = quiet_option("Print no summary (warnings still show)."),
 ) -> None:
     from nerx.io import convert, detect_format, source_options
 

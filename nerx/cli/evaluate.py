@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from nerx.cli.common import err_console, handles_errors
+from nerx.cli.common import err_console, from_option, handles_errors
 
 HELP = """Score predictions against gold: NER (strict, boundary), Rel and Rel+.
 
@@ -43,13 +43,12 @@ def eval_command(
         "--symmetric-twice",
         help="Count each symmetric relation in both directions (PL-Marker).",
     ),
-    gold_format: str | None = typer.Option(
-        None,
-        "--gold-from",
-        help="Gold format (jsonl, conll, docbin, brat or a JSONL dialect); detected if not given.",
+    gold_format: str | None = from_option(
+        "Gold format (jsonl, conll, docbin, brat or a JSONL dialect); detected if not given.",
+        flags=("--gold-from", "-g"),
     ),
-    pred_format: str | None = typer.Option(
-        None, "--pred-from", help="Prediction format; detected if not given."
+    pred_format: str | None = from_option(
+        "Prediction format; detected if not given.", flags=("--pred-from", "-p")
     ),
 ) -> None:
     from rich.markup import escape

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from nerx.cli.common import err_console, handles_errors
+from nerx.cli.common import err_console, handles_errors, output_option
 
 HELP = """Export a trained or bundled model to ONNX, for fast extraction with ONNX Runtime.
 
@@ -32,9 +32,7 @@ def export_command(
     model: str = typer.Argument(
         ..., metavar="MODEL", help="A bundled model name or a directory written by nerx train."
     ),
-    output: str = typer.Option(
-        ..., "--output", "-o", help="The directory to write; must be new or empty."
-    ),
+    output: str = output_option(..., "The directory to write; must be new or empty."),
     quantize: str = typer.Option(
         "none", "--quantize", help="none (fp32) or int8 (dynamic int8 quantization)."
     ),

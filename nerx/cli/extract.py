@@ -13,20 +13,29 @@ from nerx.cli.common import (
     ID_COLUMN,
     TEXT_COLUMN,
     _escape,
+    device_option,
     err_console,
     fail,
+    from_option,
     handles_errors,
+    lang_option,
+    model_option,
+    output_option,
+    precision_option,
+    quiet_option,
+    to_option,
 )
+from nerx.defaults import DEFAULT_MODEL
 from nerx.journal import DEFAULT_CHUNK_SIZE
 
-HELP = """Find entities (and relations) in a corpus with a bundled or trained model.
+HELP = f"""Find entities (and relations) in a corpus with a bundled or trained model.
 
 Streams its input (- is stdin); raw text is tokenised and split into sentences with a spaCy
 blank pipeline. Documents are batched by length and written back in input order, JSONL to
 stdout by default. Progress and a summary go to stderr.
 
-With no --model, news-ner (English news entities, shipped with nerx) is used; `nerx models`
-lists the bundled models.
+With no --model, {DEFAULT_MODEL} (English news entities, shipped with nerx) is used;
+`nerx models` lists the bundled models.
 
 [dim]Examples:[/]
   nerx extract corpus.jsonl > predictions.jsonl
@@ -59,26 +68,14 @@ def extract_command(
     corpus: str = typer.Argument(
         ..., metavar="CORPUS", help="Input documents (any format), or - for stdin."
     ),
-    model_path: str = typer.Option(
-        "news-ner",
-        "--model",
-        "-m",
-        help="A bundled model name (see `nerx models`) or a directory written by nerx train.",
+    model_path: str = model_option(),
+    output: str = output_option("-", "Output file or BRAT directory; - is stdout."),
+    to_format: str | None = to_option(
+        "Output format: jsonl, docbin, brat, conll, html, labelstudio, doccano, "
+        "doccano-relations, prodigy, parquet, csv, tsv. Default: from -o's suffix, else jsonl."
     ),
-    output: str = typer.Option(
-        "-", "--output", "-o", help="Output file or BRAT directory; - is stdout."
-    ),
-    to_format: str | None = typer.Option(
-        None,
-        "--to",
-        "-t",
-        help="Output format: jsonl, docbin, brat, conll, html, labelstudio, doccano, "
-        "doccano-relations, prodigy, parquet, csv, tsv. Default: from -o's suffix, else jsonl.",
-    ),
-    from_format: str | None = typer.Option(
-        None, "--from", "-f", help="Input format, when detection is not enough."
-    ),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    from_format: str | None = from_option(),
+    device: str = device_option(),
     threads: int | None = typer.Option(
         None, min=1, help="CPU threads for the model (PyTorch and ONNX Runtime); default: all."
     ),
@@ -86,12 +83,12 @@ def extract_command(
     threshold: float = typer.Option(
         0.0, min=0.0, max=1.0, help="Drop entities and relations scored below this."
     ),
-    lang: str = typer.Option("en", help="Language of the spaCy tokenizer for raw text."),
+    lang: str = lang_option(),
     text_column: str | None = TEXT_COLUMN,
     id_column: str | None = ID_COLUMN,
     annotator: str | None = ANNOTATOR,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
-    precision: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), bf16 or fp32."),
+    quiet: bool = quiet_option(),
+    precision: str = precision_option(),
     # Large corpora: chunks, the journal, bad documents, input preparation.
     resume: bool = typer.Option(
         False,
@@ -117,7 +114,7 @@ def extract_command(
     ),
 ) -> None:
     from nerx.io import detect_format, source_options
-    from nerx.models import load_model
+    from nerx.loading import load
     from nerx.pipeline import extract_corpus
     from nerx.runtime import ranks, resolve_device, sigterm_as_interrupt
 
@@ -131,7 +128,7 @@ def extract_command(
         torch.set_num_threads(threads)  # ONNX Runtime sessions take torch's thread count
     place = ranks()
     resolved = resolve_device(device)
-    model = load_model(model_path, device=resolved)
+    model = load(model_path, device=resolved)
     if workers is None:
         workers = 1 if resolved.type == "cuda" else 0
     show = not quiet and place.is_main

@@ -5,12 +5,13 @@ from __future__ import annotations
 import typer
 
 from nerx.cli.common import handles_errors
+from nerx.defaults import DEFAULT_MODEL
 
-HELP = """List the bundled models: name, kind, labels, test scores and size.
+HELP = f"""List the bundled models: name, kind, labels, test scores and size.
 
-Any of them can be passed to --model (nerx extract, the spaCy component); nerx extract uses
-news-ner when no model is given. --verbose prints each model's card: its data, the command
-that rebuilds it, and the scores of the full fine-tune it was compressed from.
+Any of them can be passed to --model (nerx extract, the spaCy component); nerx extract
+uses {DEFAULT_MODEL} when no model is given. --verbose prints each model's card: its data,
+the command that rebuilds it, and the scores of the full fine-tune it was compressed from.
 
 Given MODEL (a bundled name, or a directory written by nerx train or nerx export), prints
 what it is: kind, backend and precision, labels, encoder, every setting of its kind with the
@@ -38,7 +39,7 @@ def models_command(
     from rich.console import Console
     from rich.table import Table
 
-    from nerx.bundled import DEFAULT_MODEL, cards
+    from nerx.bundled import cards
 
     console = Console(highlight=False)
     if models:

@@ -1,133 +1,274 @@
-"""``nerx train TRAIN [--dev DEV] --model KIND``: fine-tune a span model, save the best epoch."""
+"""``nerx train TRAIN [--dev DEV] --kind KIND``: fine-tune a span model, save the best epoch.
+
+The options that tune training are the fields of :class:`nerx.train_settings.TrainSettings`:
+their defaults, limits and help come from there. Those a model kind may change default to
+``None`` here, so the library resolves them (the value given > the kind's
+``training_defaults`` > the field's default); ``--help`` lists what each kind uses.
+"""
 
 from __future__ import annotations
 
 import functools
 
 import typer
+from typer.core import TyperCommand
 
-from nerx.cli.common import err_console, handles_errors
+from nerx.cli.common import (
+    device_option,
+    err_console,
+    from_option,
+    handles_errors,
+    lang_option,
+    output_option,
+    precision_option,
+    quiet_option,
+    warn,
+)
+from nerx.defaults import DEFAULT_ENCODER, DEFAULT_KIND
+from nerx.train_settings import (
+    DEFAULT_DEV_SPLIT,
+    TrainSettings,
+    field_default,
+    field_help,
+    field_limits,
+    per_kind_defaults,
+)
 
-HELP = """Fine-tune a span model on an encoder and save it as a model directory.
+HELP = f"""Fine-tune a span model on an encoder and save it as a model directory.
 
 Reads any format nerx reads; labels come from the training data. Scores dev every epoch with
 the metric of [bold]nerx eval[/], keeps the best epoch, stops early, logs metrics.jsonl.
-Without --dev, a fraction of TRAIN (--dev-split, default 0.1, chosen by --seed) is held out
-as dev; config.json records which documents.
+Without --dev, a fraction of TRAIN (--dev-split, default {DEFAULT_DEV_SPLIT}, chosen by --seed)
+is held out as dev; config.json records which documents.
+
+Options whose "default per kind" is listed take the value the model kind prefers when not given;
+train_config.json and config.json record the values used.
 
 The output directory, its train_config.json and metrics.jsonl exist from the first step.
 Under torchrun it trains on every process (DDP; --batch-size is the global batch); with
 --save-every it checkpoints mid-epoch, and --resume continues exactly where a run stopped.
 
 [dim]Examples:[/]
-  nerx train eng.train --dev eng.testa --model spandec --output models/conll
+  nerx train eng.train --dev eng.testa --kind spandec --output models/conll
   nerx train annotated.jsonl --dev-split 0.2 --output models/mine
-  nerx train train.jsonl --dev dev.jsonl --model token --encoder bert-base-cased --epochs 5
+  nerx train train.jsonl --dev dev.jsonl --kind token --encoder bert-base-cased --epochs 5
   torchrun --nproc-per-node 4 -m nerx train eng.train --dev eng.testa -o models/ddp
   nerx train eng.train --dev eng.testa -o models/conll --save-every 500 --resume
 """
 
+#: Flags for the TrainSettings fields whose names would not make a good one.
+_FLAGS = {"learning_rate": ("--lr",)}
+#: The TrainSettings fields that are options of nerx train, each under its own name.
+_SETTING_NAMES = frozenset(
+    name
+    for name in TrainSettings.__dataclass_fields__
+    if name not in ("hyper", "symmetric_relations")
+)
+
+
+def per_kind_option(name: str):
+    """An option for a field a model kind may change: not given is ``None``."""
+    flags = _FLAGS.get(name, ())
+    return typer.Option(
+        None, *flags, help=f"{field_help(name)} Default: per kind.", **field_limits(name)
+    )
+
+
+def setting_option(name: str, *flags: str):
+    """An option for a field with one default for every kind."""
+    return typer.Option(
+        field_default(name),
+        *(flags or _FLAGS.get(name, ())),
+        help=field_help(name),
+        **field_limits(name),
+    )
+
+
+class TrainCommand(TyperCommand):
+    """``nerx train``, whose help names the registered kinds and, for each option a kind may
+    change, its default for every kind; built when help is asked for, so the command line
+    starts without importing the models."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from nerx.errors import NerxError
+
+        try:
+            describe_kinds(self.params)
+        except NerxError as exc:  # a broken kind from another package: say so, help anyway
+            warn(str(exc))
+        return super().format_help(ctx, formatter)
+
+
+def describe_kinds(params) -> None:
+    """Fill in the help of ``--kind`` and of the per-kind options from the registry."""
+    from nerx.models import kinds, model_class
+    from nerx.train_settings import kind_defaults
+
+    names = kinds()
+    preferred = {kind: kind_defaults(model_class(kind)) for kind in names}
+    base = per_kind_defaults()
+    for param in params:
+        if param.name == "kind":
+            param.help = f"Model kind: {', '.join(names)}. Default: {DEFAULT_KIND}."
+        elif param.name in base:
+            own = {k: v[param.name] for k, v in preferred.items() if param.name in v}
+            per = "".join(f"{kind} {value}; " for kind, value in own.items())
+            rest = "the others" if own else "every kind"
+            param.help = (
+                f"{field_help(param.name)} Default per kind: {per}{base[param.name]} for {rest}."
+            )
+
 
 def register(app: typer.Typer) -> None:
-    app.command("train", help=HELP, no_args_is_help=True)(train_command)
+    app.command("train", help=HELP, no_args_is_help=True, cls=TrainCommand)(train_command)
+
+
+# The options of nerx train that are not TrainSettings fields, or that word them for here.
+_DEV = typer.Option(
+    None, "--dev", help="Dev data, scored every epoch (default: part of TRAIN, --dev-split)."
+)
+_DEV_SPLIT = typer.Option(
+    None,
+    "--dev-split",
+    metavar="FRACTION",
+    help="Without --dev: the fraction of TRAIN held out as dev, chosen by --seed "
+    f"(default {DEFAULT_DEV_SPLIT}).",
+)
+_KIND = typer.Option(
+    None, "--kind", "-k", help=f"Model kind (listed by nerx train --help). Default: {DEFAULT_KIND}."
+)
+_MODEL_AS_KIND = typer.Option(
+    None, "--model", "-m", hidden=True, help="Deprecated spelling of --kind in nerx train."
+)
+_ENCODER = typer.Option(
+    DEFAULT_ENCODER,
+    "--encoder",
+    "-e",
+    help=f"Hugging Face encoder name or path; {DEFAULT_ENCODER!r} is the bundled MiniLM-L6.",
+)
+_LIMIT = typer.Option(None, min=1, help="Use only the first N training documents.")
+_SENTENCE_DOCS = typer.Option(
+    False,
+    "--sentence-docs",
+    help="CoNLL input: every sentence its own document (shorter windows, more steps, no "
+    "cross-sentence context).",
+)
+_SYMMETRIC = typer.Option(
+    None,
+    "--symmetric",
+    metavar="LABEL",
+    help="A relation label without direction (e.g. CONJUNCTION); repeatable. "
+    "Such relations are predicted and written once per pair.",
+)
+_SET = typer.Option(
+    None,
+    "--set",
+    metavar="KEY=VALUE",
+    help="A model setting KEY=VALUE (JSON value), repeatable: e.g. --set omega=4 "
+    "--set dropout=0.2. A wrong name or value is an error that lists the kind's settings.",
+)
 
 
 @handles_errors
 def train_command(
     train_path: str = typer.Argument(..., metavar="TRAIN", help="Training data (any format)."),
-    dev_path: str | None = typer.Option(
-        None, "--dev", help="Dev data, scored every epoch (default: part of TRAIN, --dev-split)."
-    ),
-    dev_split: float | None = typer.Option(
-        None,
-        "--dev-split",
-        metavar="FRACTION",
-        help="Without --dev: the fraction of TRAIN held out as dev, chosen by --seed "
-        "(default 0.1).",
-    ),
-    kind: str = typer.Option(
-        "spandec",
-        "--model",
-        "-m",
-        help="Model kind: token, spandec, sf-spandec (NER); iter, plmarker (NER and relations); "
-        "sener (long documents); padellm (a causal LM, with --encoder naming it).",
-    ),
-    encoder: str = typer.Option(
-        "minilm",
-        "--encoder",
-        "-e",
-        help="Hugging Face encoder name or path; 'minilm' is the bundled MiniLM-L6.",
-    ),
-    output: str = typer.Option(
-        ..., "--output", "-o", help="Directory for the model, metrics.jsonl and the checkpoint."
-    ),
-    from_format: str | None = typer.Option(
-        None, "--from", "-f", help="Format of TRAIN and DEV, when detection is not enough."
-    ),
-    epochs: int = typer.Option(3, min=1, help="Passes over the training data."),
-    batch_size: int = typer.Option(16, min=1, help="Windows per optimisation step."),
-    lr: float = typer.Option(5e-5, help="Learning rate of the encoder."),
-    head_lr_multiplier: float = typer.Option(
-        10.0, help="Learning rate multiplier of the new heads."
-    ),
-    weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not on biases and norms)."),
-    warmup: float = typer.Option(0.1, min=0.0, max=1.0, help="Fraction of steps spent warming up."),
-    schedule: str = typer.Option(
-        "linear", help="Learning-rate schedule after warmup: linear or onecycle."
-    ),
-    max_span_length: int = typer.Option(8, min=1, help="Longest candidate span, in words."),
-    window: int | None = typer.Option(
-        None,
-        min=16,
-        help="Subwords per window (default: the encoder's maximum). Smaller windows train faster.",
-    ),
-    patience: int = typer.Option(
-        2, min=1, help="Stop after this many epochs without a better dev score."
-    ),
-    seed: int = typer.Option(13, help="Random seed."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    limit: int | None = typer.Option(None, min=1, help="Use only the first N training documents."),
-    sentence_docs: bool = typer.Option(
-        False,
-        "--sentence-docs",
-        help="CoNLL input: every sentence its own document (shorter windows, more steps, no "
-        "cross-sentence context).",
-    ),
-    symmetric: list[str] | None = typer.Option(  # noqa: B008 (typer reads options from defaults)
-        None,
-        "--symmetric",
-        metavar="LABEL",
-        help="A relation label without direction (e.g. CONJUNCTION); repeatable. "
-        "Such relations are predicted and written once per pair.",
-    ),
-    model_settings: list[str] | None = typer.Option(  # noqa: B008
-        None,
-        "--set",
-        metavar="KEY=VALUE",
-        help="A model setting KEY=VALUE (JSON value), repeatable: e.g. --set omega=4 "
-        "--set dropout=0.2. A wrong name or value is an error that lists the kind's settings.",
-    ),
+    dev_path: str | None = _DEV,
+    dev_split: float | None = _DEV_SPLIT,
+    kind: str | None = _KIND,
+    model: str | None = _MODEL_AS_KIND,
+    encoder: str = _ENCODER,
+    output: str = output_option(..., "Directory for the model, metrics.jsonl and the checkpoint."),
+    from_format: str | None = from_option("Format of TRAIN and DEV, when detection is not enough."),
+    epochs: int | None = per_kind_option("epochs"),
+    batch_size: int | None = per_kind_option("batch_size"),
+    learning_rate: float | None = per_kind_option("learning_rate"),
+    head_lr_multiplier: float | None = per_kind_option("head_lr_multiplier"),
+    weight_decay: float | None = per_kind_option("weight_decay"),
+    warmup: float | None = per_kind_option("warmup"),
+    schedule: str | None = per_kind_option("schedule"),
+    max_grad_norm: float | None = per_kind_option("max_grad_norm"),
+    eval_batch_size: int | None = per_kind_option("eval_batch_size"),
+    max_span_length: int | None = per_kind_option("max_span_length"),
+    window: int | None = setting_option("window"),
+    patience: int | None = per_kind_option("patience"),
+    seed: int = setting_option("seed"),
+    device: str = device_option(field_default("device")),
+    limit: int | None = _LIMIT,
+    sentence_docs: bool = _SENTENCE_DOCS,
+    symmetric: list[str] | None = _SYMMETRIC,
+    model_settings: list[str] | None = _SET,
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUTPUT."),
-    precision: str = typer.Option(
-        "auto", help="auto (bf16 on GPU, fp32 on CPU), bf16 or fp32: autocast of every step."
-    ),
-    grad_accum: int = typer.Option(
-        1, min=1, help="Run each step's batch in K pieces: the update of a batch K times larger."
-    ),
-    save_every: int = typer.Option(
-        0, min=0, help="Checkpoint every N optimizer steps as well as every epoch (0: epochs only)."
-    ),
-    log_every: int = typer.Option(
-        50, min=0, help="A metrics.jsonl line (loss, lr, examples/s) every N steps (0: none)."
-    ),
+    precision: str = precision_option(field_default("precision")),
+    lang: str = lang_option(field_default("lang")),
+    grad_accum: int = setting_option("grad_accum"),
+    save_every: int = setting_option("save_every"),
+    log_every: int = setting_option("log_every"),
+    quiet: bool = quiet_option("No progress and no summary on stderr (errors still show)."),
 ) -> None:
-    from nerx.errors import ConfigError
-    from nerx.io import detect_format, read
+    """The body of nerx train: read the data, train, report (rank 0 only)."""
+    options = {name: value for name, value in locals().items() if name in _SETTING_NAMES}
     from nerx.models import model_class
     from nerx.runtime import ranks
-    from nerx.training import TrainSettings, split_dev, train
+    from nerx.training import train
 
+    kind = _chosen_kind(kind, model)
     model_class(kind)  # an unknown kind fails before any data is read
+    settings = TrainSettings(
+        **options,
+        hyper=parse_settings(model_settings or [], kind),
+        symmetric_relations=list(symmetric or []),
+    )
+    train_docs, dev_docs, held_out = _read_data(
+        train_path, dev_path, dev_split, from_format, sentence_docs, limit, seed
+    )
+    run = functools.partial(
+        train,
+        train_docs,
+        dev_docs,
+        kind=kind,
+        encoder=encoder,
+        output=output,
+        settings=settings,
+        resume=resume,
+        dev_split=held_out,
+    )
+    world = ranks()
+    if quiet or not world.is_main:  # rank 0 speaks for every process
+        run()
+        return
+    held = f"held out of it (--dev-split {held_out.fraction}, seed {seed})" if held_out else ""
+    processes = f", {world.world_size} processes" if world.distributed else ""
+    err_console.print(
+        f"training [bold]{kind}[/] on {len(train_docs)} documents ({train_path}), "
+        f"dev {len(dev_docs)} documents{' ' + held if held else ''}, encoder {encoder}{processes}"
+    )
+    shown = _TrainingProgress() if err_console.is_terminal else PlainProgress(_plain_line)
+    with shown as progress:
+        result = run(on_step=progress.step, on_epoch=progress.epoch)
+    _print_result(result)
+
+
+def _chosen_kind(kind: str | None, model: str | None) -> str:
+    """``--kind``, or the deprecated ``--model KIND`` with a warning; both is an error."""
+    from nerx.errors import ConfigError
+
+    if model is None:
+        return kind or DEFAULT_KIND
+    if kind is not None:
+        raise ConfigError(
+            f"--kind {kind} and --model {model} both name the model kind",
+            hint="give only --kind (--model in nerx train is deprecated)",
+        )
+    warn(f"--model in nerx train is deprecated and will name a model; use --kind {model}")
+    return model
+
+
+def _read_data(train_path, dev_path, dev_split, from_format, sentence_docs, limit, seed):
+    """The training and dev documents, and which were held out when there is no dev file."""
+    from nerx.errors import ConfigError
+    from nerx.io import detect_format, read
+    from nerx.training import split_dev
+
     if dev_path is not None and dev_split is not None:
         raise ConfigError(
             "--dev-split holds out part of TRAIN as dev when there is no --dev; "
@@ -143,61 +284,13 @@ def train_command(
     train_docs = load(train_path)
     if limit:
         train_docs = train_docs[:limit]
-    held_out = None
-    if dev_path is None:
-        fraction = 0.1 if dev_split is None else dev_split
-        train_docs, dev_docs, held_out = split_dev(train_docs, fraction, seed)
-    else:
-        dev_docs = load(dev_path)
-    settings = TrainSettings(
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=lr,
-        head_lr_multiplier=head_lr_multiplier,
-        weight_decay=weight_decay,
-        warmup=warmup,
-        schedule=schedule,
-        max_span_length=max_span_length,
-        window=window,
-        patience=patience,
-        seed=seed,
-        device=device,
-        hyper=parse_settings(model_settings or [], kind),
-        symmetric_relations=list(symmetric or []),
-        precision=precision,
-        grad_accum=grad_accum,
-        save_every=save_every,
-        log_every=log_every,
-    )
-    run = functools.partial(
-        train,
-        train_docs,
-        dev_docs,
-        kind=kind,
-        encoder=encoder,
-        output=output,
-        settings=settings,
-        resume=resume,
-        dev_split=held_out,
-    )
-    world = ranks()
-    if not world.is_main:  # rank 0 speaks for every process
-        run()
-        return
-    processes = f", {world.world_size} processes" if world.distributed else ""
-    dev_note = (
-        f"dev {len(dev_docs)} documents held out of it (--dev-split {held_out.fraction}, "
-        f"seed {seed})"
-        if held_out
-        else f"dev {len(dev_docs)} documents"
-    )
-    err_console.print(
-        f"training [bold]{kind}[/] on {len(train_docs)} documents ({train_path}), "
-        f"{dev_note}, encoder {encoder}{processes}"
-    )
-    shown = _TrainingProgress() if err_console.is_terminal else PlainProgress(_plain_line)
-    with shown as progress:
-        result = run(on_step=progress.step, on_epoch=progress.epoch)
+    if dev_path is not None:
+        return train_docs, load(dev_path), None
+    fraction = DEFAULT_DEV_SPLIT if dev_split is None else dev_split
+    return split_dev(train_docs, fraction, seed)
+
+
+def _print_result(result) -> None:
     err_console.print(
         f"[green]best dev F1 {result.best_score:.2f}[/] at epoch {result.best_epoch}; "
         f"model saved to [bold]{result.output}[/]"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nerx.defaults import DEFAULT_MODEL
 from nerx.errors import ConfigError
 
 __all__ = ["Extractor"]
@@ -37,7 +38,7 @@ class Extractor:
 
     def __init__(
         self,
-        model: Any = "news-ner",
+        model: Any = DEFAULT_MODEL,
         *,
         text_column: str = "text",
         entities_column: str = "entities",

@@ -208,9 +208,13 @@ def convert(
     read_options: dict | None = None,
     write_options: dict | None = None,
     require_documents: bool = False,
+    progress: bool = False,
 ) -> Report:
     """Stream ``source`` into ``target``, converting formats; return the report. A source
-    without documents is a warning in the report (an error with ``require_documents``)."""
+    without documents is a warning in the report (an error with ``require_documents``).
+    ``progress=True`` counts the documents with a ``tqdm`` bar on stderr."""
+    from nerx.progress import bar
+
     report = Report()
     docs = read(
         source,
@@ -219,4 +223,5 @@ def convert(
         require_documents=require_documents,
         **(read_options or {}),
     )
+    docs = bar(docs, enabled=progress, desc="convert")
     return write(docs, target, to_format, report=report, **(write_options or {}))

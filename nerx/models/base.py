@@ -31,10 +31,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, get_type_hints
 
+import catalogue
 import torch
 from torch import nn
 
 from nerx import __version__
+from nerx.defaults import DEFAULT_ENCODER
 from nerx.doc import Document
 from nerx.errors import ConfigError, ModelError
 from nerx.models.encoder import (
@@ -59,7 +61,7 @@ class ModelConfig:
     labels: list[str]
     relation_labels: list[str] = field(default_factory=list)
     symmetric_relations: list[str] = field(default_factory=list)
-    encoder: str = "minilm"
+    encoder: str = DEFAULT_ENCODER
     max_span_length: int = 8
     #: Subwords per window (specials included); None means the encoder's maximum.
     window: int | None = None
@@ -308,28 +310,63 @@ class WordSettings(Settings):
     )
 
 
+#: The model kinds of nerx itself, by name. Other packages add kinds through the
+#: ``nerx_models`` entry-point group (see :func:`model_class`).
 MODELS: dict[str, type[SpanModel]] = {}
+
+#: Every kind, nerx's and other packages': ``pyproject.toml`` of a package adding one has
+#: ``[project.entry-points.nerx_models]`` with ``my-kind = "my_package.model:MyModel"``.
+registry = catalogue.create("nerx", "models", entry_points=True)
 
 
 def register(kind: str):
-    """Class decorator: make a model available as ``--model KIND`` and in saved configs."""
+    """Class decorator: make a model available as ``--kind KIND`` and in saved configs."""
 
     def add(cls: type[SpanModel]) -> type[SpanModel]:
         cls.kind = kind
         MODELS[kind] = cls
+        registry.register(kind, func=cls)
         return cls
 
     return add
 
 
-def model_class(kind: str) -> type[SpanModel]:
+def kinds() -> list[str]:
+    """The names of every model kind: nerx's own and those other packages register."""
     import nerx.models  # noqa: F401  (importing the package registers every model)
 
-    if kind not in MODELS:
+    return sorted(_from_registry(registry.get_all))
+
+
+def _from_registry(look_up, *args):
+    """A registry look-up; an entry point that fails to import is named, not a traceback."""
+    try:
+        return look_up(*args)
+    except (ImportError, AttributeError) as exc:
         raise ModelError(
-            f"unknown model kind {kind!r}", hint=f"choose one of: {', '.join(sorted(MODELS))}"
+            f"a package's {registry.entry_point_namespace} entry point does not load: {exc}",
+            hint="reinstall or remove the package that declares it",
+        ) from None
+
+
+def model_class(kind: str) -> type[SpanModel]:
+    """The class of a model kind, registered by nerx, through :data:`registry` or by another
+    package's ``nerx_models`` entry point; an unknown kind is a :class:`ModelError`."""
+    import nerx.models  # noqa: F401  (importing the package registers every model)
+
+    if not _from_registry(registry.__contains__, kind):
+        raise ModelError(
+            f"unknown model kind {kind!r}", hint=f"choose one of: {', '.join(kinds())}"
         )
-    return MODELS[kind]
+    cls = _from_registry(registry.get, kind)
+    if not (isinstance(cls, type) and issubclass(cls, SpanModel)):
+        raise ModelError(
+            f"model kind {kind!r} is registered as {cls!r}, which is not a SpanModel class",
+            hint="register a subclass of nerx.models.base.SpanModel",
+        )
+    if "kind" not in vars(cls):
+        cls.kind = kind  # registered without the decorator (an entry point, say)
+    return cls
 
 
 class SpanModel(nn.Module):
@@ -342,6 +379,10 @@ class SpanModel(nn.Module):
     predicts_relations: ClassVar[bool] = False
     #: The counters of :attr:`Output.stats` a run's summary shows, and how.
     statistics: ClassVar[tuple[Statistic, ...]] = ()
+    #: The kind's preferred training settings (fields of :class:`nerx.train_settings.
+    #: TrainSettings`, e.g. ``{"learning_rate": 3e-4, "epochs": 4}``): used where the user
+    #: gave no value, in place of the field's default.
+    training_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__()
@@ -778,12 +819,15 @@ def fill_saved_defaults(config: ModelConfig, *, has_case_embedding: bool) -> Non
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpanModel:
-    """Load a model directory written by :func:`save_model`, or a bundled model by name
-    (``news-ner``, see :mod:`nerx.bundled`). Every file is checked first: a missing,
-    unreadable or damaged one is a :class:`ModelError` naming it."""
-    from nerx.bundled import resolve
-
-    root = resolve(path)
+    """Load a model directory written by :func:`save_model` (a bundled model by name is
+    :func:`nerx.load`'s). Every file is checked first: a missing, unreadable or damaged one
+    is a :class:`ModelError` naming it."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ModelError(
+            f"model directory {root} does not exist",
+            hint="give a directory written by `nerx train`; nerx.load also takes bundled names",
+        )
     config = read_model_config(root)
     data = json.loads((root / CONFIG_NAME).read_bytes())  # read and checked just above
     if data.get("backend", "pytorch") == "onnx":  # written by `nerx export`

