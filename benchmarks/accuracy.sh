@@ -24,7 +24,8 @@ case "$corpus" in
           split=() ;;
   *) echo "CORPUS must be conll2003, conll2003-docs or bc5cdr, not '$corpus'" >&2; exit 2 ;;
 esac
-name=$kind${*:+_$(echo "$*" | tr -c 'A-Za-z0-9.=-' '_' | sed 's/_*$//')}
+given=$(printf '%s ' "$@" | sed 's/\(^\| \)\(-q\|--quiet\)\( \|$\)/ /g; s/^ *//; s/ *$//')
+name=$kind${given:+_$(echo "$given" | tr -c 'A-Za-z0-9.=-' '_' | sed 's/_*$//')}
 run=$out/$corpus/$name
 mkdir -p "$out/$corpus"
 gold=$out/$corpus/test.jsonl
@@ -34,7 +35,7 @@ $nerx train "$train" --dev "$dev" "${split[@]}" --kind "$kind" --output "$run" "
 minutes=$(( ($(date +%s) - start) / 60 ))
 $nerx extract "$gold" --model "$run" -o "$run/test_pred.jsonl" -q
 $nerx eval "$gold" "$run/test_pred.jsonl" --json > "$run/test_scores.json"
-python3 - "$run" "$corpus" "$kind" "$*" "$minutes" >> "$out/summary.tsv" <<'PY'
+python3 - "$run" "$corpus" "$kind" "$given" "$minutes" >> "$out/summary.tsv" <<'PY'
 import json, sys
 run, corpus, kind, options, minutes = sys.argv[1:]
 epochs = [json.loads(l) for l in open(f"{run}/metrics.jsonl") if '"dev_f1"' in l]

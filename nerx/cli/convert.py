@@ -74,25 +74,23 @@ def convert_command(
     annotator: str | None = ANNOTATOR,
     quiet: bool = quiet_option("Print no summary (warnings still show)."),
 ) -> None:
-    from nerx.io import convert, detect_format, source_options
+    from nerx.io import accepted_options, conversion_options, convert, detect_format
 
     src_format = from_format or detect_format(source)
     dst_format = to_format or (
         "jsonl" if target == "-" else detect_format(target, for_writing=True)
     )
-    read_options: dict = {}
-    write_options: dict = {}
-    if src_format == "conll":
-        read_options = {"scheme": scheme, "sentence_docs": sentence_docs}
-    if src_format == "brat":
-        read_options["strict"] = strict
-    read_options.update(
-        source_options(
-            src_format, text_column=text_column, id_column=id_column, annotator=annotator
-        )
+    read_options, write_options = conversion_options(
+        src_format,
+        dst_format,
+        scheme=scheme,
+        sentence_docs=sentence_docs or None,
+        text_column=text_column,
+        id_column=id_column,
+        annotator=annotator,
     )
-    if dst_format == "conll" and scheme:
-        write_options["scheme"] = scheme
+    if strict and "strict" in accepted_options(src_format):
+        read_options["strict"] = True  # --strict applies to every format; BRAT reads stricter
     report = convert(
         source,
         target,

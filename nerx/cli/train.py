@@ -266,7 +266,7 @@ def _chosen_kind(kind: str | None, model: str | None) -> str:
 def _read_data(train_path, dev_path, dev_split, from_format, sentence_docs, limit, seed):
     """The training and dev documents, and which were held out when there is no dev file."""
     from nerx.errors import ConfigError
-    from nerx.io import detect_format, read
+    from nerx.io import detect_format, read, source_options
     from nerx.training import split_dev
 
     if dev_path is not None and dev_split is not None:
@@ -278,7 +278,7 @@ def _read_data(train_path, dev_path, dev_split, from_format, sentence_docs, limi
 
     def load(path: str) -> list:
         name = from_format or detect_format(path)
-        options = {"sentence_docs": True} if sentence_docs and name == "conll" else {}
+        options = source_options(name, sentence_docs=sentence_docs or None)
         return list(read(path, name, **options))
 
     train_docs = load(train_path)

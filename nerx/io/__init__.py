@@ -110,26 +110,57 @@ def detect_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:
     )
 
 
+def accepted_options(format: str, *, writing: bool = False) -> tuple[str, ...]:
+    """The options ``format``'s reader (or writer) declares it takes (``READ_OPTIONS`` /
+    ``WRITE_OPTIONS`` of its module)."""
+    module, _ = _resolve(format)
+    return tuple(getattr(module, "WRITE_OPTIONS" if writing else "READ_OPTIONS", ()))
+
+
+def _refuse(unknown: list[str], where: str, sides: tuple[bool, ...]) -> None:
+    """A ConfigError for options that do not apply to ``where``, naming the formats (on each
+    side in ``sides``: False reading, True writing) that take them."""
+    flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+    takers = [
+        f"{name} {'output' if writing else 'input'}"
+        for writing in sides
+        for name in FORMATS
+        if set(unknown) <= set(accepted_options(name, writing=writing))
+    ]
+    raise ConfigError(
+        f"{flags} does not apply to {where}",
+        hint=f"it applies to {', '.join(takers)}" if takers else None,
+    )
+
+
 def source_options(format: str, **given: Any) -> dict[str, Any]:
     """The read options among ``given`` (None: not given) that ``format`` takes.
 
     A given option the format does not take is a ConfigError, so ``--text-column`` on a CoNLL
     file says so instead of being ignored.
     """
-    module, _ = _resolve(format)
-    accepted = getattr(module, "READ_OPTIONS", ())
     chosen = {k: v for k, v in given.items() if v is not None}
-    unknown = [k for k in chosen if k not in accepted]
+    unknown = [k for k in chosen if k not in accepted_options(format)]
     if unknown:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        takers = [
-            n for n, m in FORMATS.items() if set(unknown) <= set(getattr(m, "READ_OPTIONS", ()))
-        ]
-        raise ConfigError(
-            f"{flags} does not apply to {format} input",
-            hint=f"it applies to: {', '.join(takers)}" if takers else None,
-        )
+        _refuse(unknown, f"{format} input", (False,))
     return chosen
+
+
+def conversion_options(
+    source_format: str, target_format: str, **given: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route each given option (None: not given) to the reader, the writer or both, by what
+    each format declares; one that neither takes is a ConfigError (``--scheme`` from JSONL to
+    JSONL says so instead of doing nothing)."""
+    chosen = {k: v for k, v in given.items() if v is not None}
+    reads, writes = accepted_options(source_format), accepted_options(target_format, writing=True)
+    unknown = [k for k in chosen if k not in reads and k not in writes]
+    if unknown:
+        _refuse(unknown, f"{source_format} input or {target_format} output", (False, True))
+    return (
+        {k: v for k, v in chosen.items() if k in reads},
+        {k: v for k, v in chosen.items() if k in writes},
+    )
 
 
 def read(

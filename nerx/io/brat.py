@@ -27,6 +27,8 @@ from nerx.io.base import STDIO, Report, atomic_directory, display_name, iter_lin
 
 NAME = "brat"
 SUFFIXES: tuple[str, ...] = (".ann",)
+#: The options of :func:`read` the command line may pass (``--strict``).
+READ_OPTIONS: tuple[str, ...] = ("strict",)
 
 # Offsets are plain Python ``str`` indices into the exact text: BRAT's standoff
 # documentation (https://brat.nlplab.org/standoff.html) defines them as character offsets

@@ -27,6 +27,9 @@ from nerx.io.base import STDIO, Report, atomic_file, display_name, iter_lines
 
 NAME = "conll"
 SUFFIXES: tuple[str, ...] = (".conll", ".iob", ".iob1", ".iob2", ".bio", ".bioes", ".tsv")
+#: The options of :func:`read` and :func:`write` the command line may pass (``--scheme``...).
+READ_OPTIONS: tuple[str, ...] = ("scheme", "sentence_docs")
+WRITE_OPTIONS: tuple[str, ...] = ("scheme",)
 
 DOCSTART = "-DOCSTART-"
 SPACING_LOST = "documents' spacing (CoNLL joins words with single spaces)"
