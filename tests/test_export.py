@@ -321,3 +321,11 @@ def test_an_export_of_an_export_is_refused(pair, tmp_path):
     _, _, target = pair
     result = export(str(target), "-o", str(tmp_path / "again"))
     assert result.exit_code == 2 and "already" in result.stderr
+
+
+def test_export_help_names_every_kind_that_exports():
+    from nerx.backends.graphs import EXPORTS
+    from nerx.cli.export import HELP
+
+    # The help is written out so that `nerx export --help` does not import torch.
+    assert f"Kinds that export: {', '.join(EXPORTS)}." in HELP
