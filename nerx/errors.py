@@ -48,3 +48,8 @@ class ModelError(NerxError):
 
 class ConfigError(NerxError):
     """Options that contradict each other or name things that do not exist."""
+
+
+class NerxWarning(UserWarning):
+    """Something worth a user's attention that does not stop the work (the command line
+    prints it as a yellow line)."""

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from nerx.cli import app
 from nerx.cli.train import parse_settings
-from nerx.errors import ConfigError
+from nerx.errors import ConfigError, NerxWarning
 from nerx.models import MODELS, ModelConfig, load_model, model_class, save_model
 from nerx.models.base import Settings
 
@@ -107,6 +107,46 @@ def rewrite_hyper(path, hyper):
     config = json.loads((path / "config.json").read_text())
     config["hyper"] = hyper
     (path / "config.json").write_text(json.dumps(config))
+
+
+def saved_by(path, version: str) -> None:
+    config = json.loads((path / "config.json").read_text())
+    config["nerx_version"] = version
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_a_model_from_a_newer_nerx_loads_with_a_warning(saved, tmp_path):
+    copy = shutil.copytree(saved, tmp_path / "m")
+    saved_by(copy, "999.1.0")
+    with pytest.warns(NerxWarning, match="saved by nerx 999.1.0, newer than this nerx"):
+        load_model(copy)
+
+
+def test_a_model_from_an_older_nerx_loads_quietly(saved, tmp_path):
+    import warnings
+
+    copy = shutil.copytree(saved, tmp_path / "m")
+    saved_by(copy, "0.0.1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NerxWarning)
+        load_model(copy)
+
+
+def test_the_command_line_prints_the_warning_in_yellow(saved, tmp_path):
+    import subprocess
+    import sys
+
+    copy = shutil.copytree(saved, tmp_path / "m")
+    saved_by(copy, "999.1.0")
+    result = subprocess.run(
+        [sys.executable, "-m", "nerx", "models", str(copy)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warning: " in result.stderr and "newer than this nerx" in result.stderr
+    assert "NerxWarning" not in result.stderr  # not Python's own display
 
 
 def test_an_older_config_without_settings_loads_with_defaults(saved, tmp_path):

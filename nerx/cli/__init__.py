@@ -56,6 +56,26 @@ def quiet_transformers() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def show_nerx_warnings() -> None:
+    """Print the library's :class:`~nerx.errors.NerxWarning` as yellow lines on stderr;
+    other warnings keep Python's own display."""
+    import warnings
+
+    from nerx.cli.common import warn
+    from nerx.errors import NerxWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, NerxWarning):
+            warn(str(message))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main() -> None:
     quiet_transformers()
+    show_nerx_warnings()
     app()

@@ -24,7 +24,9 @@ import functools
 import json
 import math
 import os
+import re
 import typing
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -38,7 +40,7 @@ from torch import nn
 from nerx import __version__
 from nerx.defaults import DEFAULT_ENCODER
 from nerx.doc import Document
-from nerx.errors import ConfigError, ModelError
+from nerx.errors import ConfigError, ModelError, NerxWarning
 from nerx.models.encoder import (
     Window,
     load_encoder,
@@ -746,7 +748,21 @@ def read_model_config(root: Path) -> ModelConfig:
     for name in ("labels", "relation_labels", "symmetric_relations"):
         if not all(isinstance(x, str) and x for x in data.get(name, [])):
             raise ModelError(f"{name} must be a list of non-empty strings", where=str(config_path))
+    saved_by = str(data.get("nerx_version", ""))
+    if _release(saved_by) > _release(__version__):
+        warnings.warn(
+            NerxWarning(
+                f"{root} was saved by nerx {saved_by}, newer than this nerx {__version__}: "
+                "settings it added are unknown here (pip install -U nerx)"
+            ),
+            stacklevel=2,
+        )
     return ModelConfig.from_dict(data)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"1.2.3rc1"`` -> ``(1, 2, 3)``: enough to tell an older release from a newer one."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 def _check_tokenizer_file(root: Path) -> None:
