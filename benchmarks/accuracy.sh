@@ -40,11 +40,11 @@ import json, sys
 run, corpus, kind, options, minutes = sys.argv[1:]
 epochs = [json.loads(l) for l in open(f"{run}/metrics.jsonl") if '"dev_f1"' in l]
 best = max(epochs, key=lambda r: r["dev_f1"])
-curve = " ".join(f'{100 * r["dev_f1"]:.2f}' for r in epochs)
+curve = " ".join(f'{r["dev_f1"]:.2f}' for r in epochs)  # dev_f1 is in percent
 test = json.load(open(f"{run}/test_scores.json"))
 f1 = test["entities"]["f1"]
 f1 = f1 * 100 if f1 <= 1 else f1
-print(f"{corpus}\t{kind}\t{options or '(defaults)'}\tdev {100 * best['dev_f1']:.2f} "
+print(f"{corpus}\t{kind}\t{options or '(defaults)'}\tdev {best['dev_f1']:.2f} "
       f"(epoch {best['epoch']})\ttest {f1:.2f}\tdev curve {curve}\t{minutes} min")
 PY
 tail -1 "$out/summary.tsv"

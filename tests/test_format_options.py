@@ -72,3 +72,16 @@ def test_train_refuses_sentence_docs_on_jsonl_before_writing_anything(tmp_path):
 def test_strict_applies_to_every_format(tmp_path):
     result = invoke("convert", NEWS, str(tmp_path / "out.jsonl"), "--strict", "-q")
     assert result.exit_code == 0, result.output
+
+
+def test_convert_cuts_a_conll_file_without_docstart_as_reading_does(tmp_path):
+    """Without -DOCSTART- lines, reading makes each sentence a document (as `nerx train`
+    reads it); `nerx convert` once forced the whole file into one document."""
+    from nerx.io import read
+
+    source = tmp_path / "bare.conll"
+    source.write_text("Anna B-PER\nsmiled O\n\nOslo B-LOC\n\nIBM B-ORG\nwon O\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = invoke("convert", str(source), str(out), "-q")
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == len(list(read(source))) == 3
