@@ -389,6 +389,16 @@ class _Settings:
     read_options: dict[str, Any] = field(default_factory=dict)
     precision: str = "auto"
 
+    def journal_options(self) -> dict[str, Any]:
+        """What of these changes the output: a resumed run must have the same."""
+        return {
+            "threshold": self.threshold,
+            "lang": self.lang,
+            "batch-size": self.batch_size,
+            "precision": self.precision,
+            "read-options": self.read_options,
+        }
+
 
 def _chunks(
     items: Iterable[InputDocument], size: int, todo: Callable[[int], bool]
@@ -671,13 +681,9 @@ def extract_corpus(
     """
     from nerx.io import detect_format, write
     from nerx.io.base import STDIO, is_stream_target
-    from nerx.journal import Journal, RunKey, input_fingerprint, model_fingerprint
+    from nerx.journal import Journal
 
-    _check_on_error(on_error)
-    if chunk_size < 1 or batch_size < 1:
-        raise ConfigError("chunk_size and batch_size must be at least 1")
-    if workers < 0:
-        raise ConfigError("workers must be 0 or more")
+    _check_corpus_arguments(on_error, chunk_size, batch_size, workers)
     if isinstance(model, str | os.PathLike):
         from nerx.loading import load
         from nerx.runtime import resolve_device
@@ -687,18 +693,8 @@ def extract_corpus(
     settings = _Settings(batch_size, threshold, lang, on_error, dict(read_options or {}), precision)
     stats = ExtractionStats()
     if str(output) == STDIO or is_stream_target(output):
-        # stdout, /dev/null or a FIFO: written as it comes, with no journal beside it.
-        shown = "stdout" if str(output) == STDIO else str(output)
-        if resume:
-            raise ConfigError(
-                f"--resume needs an output file: {shown} cannot be continued",
-                hint="write to a file with -o OUT",
-            )
-        if place.distributed:
-            raise ConfigError(
-                f"under torchrun every process would write to {shown}",
-                hint="give an output file with -o OUT; process 0 writes it",
-            )
+        if resume or place.distributed:
+            _refuse_stream_target(output, resume)
         items = read_corpus(
             source, from_format, on_error=on_error, read_options=settings.read_options
         )
@@ -713,35 +709,11 @@ def extract_corpus(
             merged=True,
             report=report,
         )
-    if str(source) == STDIO and place.distributed:
-        raise ConfigError(
-            "under torchrun every process reads the whole input, and stdin can be read once",
-            hint="give the input as a file",
-        )
-    if str(source) == STDIO and resume:
-        raise ConfigError(
-            "--resume cannot tell whether stdin is the same input as before",
-            hint="give the input as a file",
-        )
+    if str(source) == STDIO and (place.distributed or resume):
+        _refuse_stdin(resume)
     target_format = (to_format or detect_format(output, for_writing=True)).lower()
-    source_format = (from_format or detect_format(source)).lower()
-    key = RunKey(
-        input=input_fingerprint(source)
-        if str(source) != STDIO
-        else {"size": None, "mtime_ns": None, "head_sha256": None},
-        model=model_fingerprint(model),
-        options={
-            "from": source_format,
-            "to": target_format,
-            "threshold": threshold,
-            "lang": lang,
-            "batch-size": batch_size,
-            "chunk-size": chunk_size,
-            "on-error": on_error,
-            "precision": precision,
-            "read-options": settings.read_options,
-            "write-options": dict(write_options or {}),
-        },
+    key = _run_key(
+        source, model, from_format, target_format, chunk_size, on_error, settings, write_options
     )
     journal = Journal(output)
     with distributed(model.device):
@@ -761,57 +733,134 @@ def extract_corpus(
             raise
 
 
-def _run_chunks(
-    source, from_format, model, journal, settings, chunk_size, workers, stats,
-    target_format, write_options, progress, on_reject, on_chunk,
-) -> CorpusResult:  # fmt: skip
-    from nerx.journal import ChunkRecord, rejected_path
+def _run_key(
+    source, model, from_format, target_format, chunk_size, on_error, settings, write_options
+):
+    """What a journal records of a run: the input, the model and every option that changes
+    the output."""
+    from nerx.io import detect_format
+    from nerx.io.base import STDIO
+    from nerx.journal import RunKey, input_fingerprint, model_fingerprint
 
-    place = ranks()
-    finished = journal.finished()
-    resumed_documents = sum(r.documents + r.rejected for r in finished.values())
-    started = time.perf_counter()
-    position = _InputPosition(source)
-    done_documents = resumed_documents
-    last_chunk = -1
+    return RunKey(
+        input=input_fingerprint(source)
+        if str(source) != STDIO
+        else {"size": None, "mtime_ns": None, "head_sha256": None},
+        model=model_fingerprint(model),
+        options={
+            "from": (from_format or detect_format(source)).lower(),
+            "to": target_format,
+            "chunk-size": chunk_size,
+            "on-error": on_error,
+            **settings.journal_options(),
+            "write-options": dict(write_options or {}),
+        },
+    )
 
-    everyone = {"records": dict(finished), "at": time.monotonic()}
 
-    def documents_done() -> int:
+def _check_corpus_arguments(on_error: str, chunk_size: int, batch_size: int, workers: int):
+    _check_on_error(on_error)
+    if chunk_size < 1 or batch_size < 1:
+        raise ConfigError("chunk_size and batch_size must be at least 1")
+    if workers < 0:
+        raise ConfigError("workers must be 0 or more")
+
+
+def _refuse_stdin(resume: bool) -> None:
+    """A journalled run reads stdin once, on one process, and cannot know it again."""
+    if resume:
+        raise ConfigError(
+            "--resume cannot tell whether stdin is the same input as before",
+            hint="give the input as a file",
+        )
+    raise ConfigError(
+        "under torchrun every process reads the whole input, and stdin can be read once",
+        hint="give the input as a file",
+    )
+
+
+def _refuse_stream_target(output, resume: bool) -> None:
+    """stdout, /dev/null or a FIFO is written as it comes, with no journal beside it: it
+    can be neither resumed nor written by every process."""
+    from nerx.io.base import STDIO
+
+    shown = "stdout" if str(output) == STDIO else str(output)
+    if resume:
+        raise ConfigError(
+            f"--resume needs an output file: {shown} cannot be continued",
+            hint="write to a file with -o OUT",
+        )
+    raise ConfigError(
+        f"under torchrun every process would write to {shown}",
+        hint="give an output file with -o OUT; process 0 writes it",
+    )
+
+
+class _RunProgress:
+    """How far a journalled run is (this process's chunks, and under torchrun the others'
+    from the journal), reported to ``progress`` after every chunk."""
+
+    def __init__(self, journal, finished: dict, source, progress) -> None:
+        self.place = ranks()
+        self.journal = journal
+        self.finished = finished
+        self.resumed_documents = sum(r.documents + r.rejected for r in finished.values())
+        self.done_documents = self.resumed_documents
+        self.started = time.perf_counter()
+        self.position = _InputPosition(source)
+        self.progress = progress
+        self._everyone = dict(finished)
+        self._read_at = time.monotonic()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def documents_done(self) -> int:
         # Under torchrun the journal tells what the other processes have done; it is read at
         # most every few seconds, so a huge journal costs nothing.
+        place = self.place
         if not place.distributed:
-            return done_documents
-        if time.monotonic() - everyone["at"] >= 5.0:
-            everyone["records"] = journal.finished(everyone["records"])
-            everyone["at"] = time.monotonic()
+            return self.done_documents
+        if time.monotonic() - self._read_at >= 5.0:
+            self._everyone = self.journal.finished(self._everyone)
+            self._read_at = time.monotonic()
         others = sum(
             r.documents + r.rejected
-            for k, r in everyone["records"].items()
-            if k not in finished and k % place.world_size != place.rank
+            for k, r in self._everyone.items()
+            if k not in self.finished and k % place.world_size != place.rank
         )
-        return done_documents + others
+        return self.done_documents + others
 
-    def report(waiting: int = 0) -> None:
-        if progress is not None:
-            progress(
+    def report(self, waiting: int = 0) -> None:
+        if self.progress is not None:
+            self.progress(
                 ExtractionProgress(
-                    documents=documents_done(),
-                    started_with=resumed_documents,
-                    seconds=time.perf_counter() - started,
-                    bytes_read=position(),
-                    bytes_total=position.size,
+                    documents=self.documents_done(),
+                    started_with=self.resumed_documents,
+                    seconds=self.seconds(),
+                    bytes_read=self.position(),
+                    bytes_total=self.position.size,
                     waiting=waiting,
                 )
             )
 
-    def todo(index: int) -> bool:
-        return index not in finished and index % place.world_size == place.rank
+    def todo(self, index: int) -> bool:
+        return index not in self.finished and index % self.place.world_size == self.place.rank
 
+
+def _run_chunks(
+    source, from_format, model, journal, settings, chunk_size, workers, stats,
+    target_format, write_options, progress, on_reject, on_chunk,
+) -> CorpusResult:  # fmt: skip
+    from nerx.journal import ChunkRecord
+
+    finished = journal.finished()
+    run = _RunProgress(journal, finished, source, progress)
+    last_chunk = -1
     items = read_corpus(
         source, from_format, on_error=settings.on_error, read_options=settings.read_options
     )
-    chunks = _chunks(_watch_end(items, position), chunk_size, todo)
+    chunks = _chunks(_watch_end(items, run.position), chunk_size, run.todo)
     prepare = _prepare_chunk(model, settings, threading.local())
     for chunk in _in_background(chunks, prepare, workers):
         last_chunk = chunk.index
@@ -832,21 +881,30 @@ def _run_chunks(
         )
         journal.commit(record, predicted, [r.to_dict() for r in rejected])
         stats.add(local)
-        done_documents += len(chunk.items)
-        stats.seconds = time.perf_counter() - started
+        run.done_documents += len(chunk.items)
+        stats.seconds = run.seconds()
         for rejection in rejected:
             if on_reject is not None:
                 on_reject(rejection)
         if on_chunk is not None:
             on_chunk(record)
-        report()
+        run.report()
     chunks_total = last_chunk + 1
-    stats.seconds = time.perf_counter() - started
+    stats.seconds = run.seconds()
     result = CorpusResult(stats=stats, chunks=chunks_total, resumed_chunks=len(finished))
-    if not place.is_main:
-        return result
-    records = _wait_for_chunks(journal, chunks_total, report)
-    result.report = journal.merge(chunks_total, target_format, write_options=write_options)
+    if run.place.is_main:
+        _merge_run(journal, result, target_format, write_options, run.report)
+        stats.seconds = run.seconds()
+    return result
+
+
+def _merge_run(journal, result: CorpusResult, target_format, write_options, report) -> None:
+    """Process 0, once every chunk is on disk: the output written whole from the parts, the
+    totals from the records, the journal removed."""
+    from nerx.journal import rejected_path
+
+    records = _wait_for_chunks(journal, result.chunks, report)
+    result.report = journal.merge(result.chunks, target_format, write_options=write_options)
     result.merged = True
     result.documents = sum(r.documents for r in records)
     result.entities = sum(r.entities for r in records)
@@ -855,8 +913,6 @@ def _run_chunks(
     if result.rejected:
         result.rejected_path = str(rejected_path(journal.output))
     journal.remove()
-    stats.seconds = time.perf_counter() - started
-    return result
 
 
 def _wait_for_chunks(journal, chunks: int, report: Callable[[int], None]) -> list:
