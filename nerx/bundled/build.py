@@ -92,6 +92,15 @@ def test_scores(model_dir: Path, test_docs: list, symmetric: list[str]) -> dict[
     return scores
 
 
+def resolved_settings(recipe: Recipe) -> dict:
+    """The recipe's training settings with the kind's defaults filled in, for the card."""
+    from nerx.training import TrainSettings
+
+    settings = TrainSettings(**recipe.settings).for_kind(recipe.kind)
+    shown = ("epochs", "batch_size", "learning_rate", "head_lr_multiplier", "warmup", "schedule")
+    return {**{name: getattr(settings, name) for name in shown}, "seed": settings.seed}
+
+
 def build(
     name: str, data: Path, work: Path, trained: Path | None = None, rank: int | None = None
 ) -> ModelCard:
@@ -135,7 +144,8 @@ def build(
             scores={"bundled": bundled, "full": full},
             command=f"python -m nerx.bundled.build {name} --data DATA_DIR",
             training={
-                **recipe.settings,
+                **resolved_settings(recipe),
+                "case_features": model.config.hyper.get("case_features", False),
                 "kind": recipe.kind,
                 "encoder": "minilm",
                 "rank": recipe.rank,
