@@ -47,7 +47,9 @@ RECIPES: dict[str, Recipe] = {
         read_as="conll",
         read_options={"sentence_docs": True},
         rank=64,
-        settings={"epochs": 2, "batch_size": 16, "learning_rate": 3e-4, "seed": 13},
+        # The kind's defaults (3 epochs, batch 16, lr 3e-4, case features): as
+        # `nerx train eng.train --dev eng.testa --sentence-docs --kind token`.
+        settings={"seed": 13},
     ),
     "news-re": Recipe(
         kind="iter",
