@@ -22,8 +22,10 @@ from pathlib import Path
 from nerx.errors import ConfigError, ModelError
 
 QUANTIZATIONS = ("none", "int8")
-#: Traced node names inside the model's encoder contain this (the module path).
-ENCODER_SCOPE = "/encoder/"
+#: Traced node names inside the model's encoder contain one of these (the module path). With
+#: case features the word embeddings are looked up outside the encoder's own forward pass, so
+#: their node is named by the embedding module alone.
+ENCODER_SCOPES = ("/encoder/", "/word_embeddings/")
 DEFAULT_OPSET = 17
 #: A sentence whose words the export traces with; any text works, it sets no shape.
 TRACE_TEXT = "The quick brown fox of Oslo jumps over the lazy dog in New York ."
@@ -191,7 +193,9 @@ def _quantize(source: Path, target: Path) -> None:
     # The encoder's matrices are most of the weights and the time; the heads (a classifier,
     # a span decoder, ITER's gated FFNs) stay fp32, as their decisions are the most sensitive.
     graph = onnx.load(str(source), load_external_data=False).graph
-    heads = [node.name for node in graph.node if ENCODER_SCOPE not in node.name]
+    heads = [
+        node.name for node in graph.node if not any(scope in node.name for scope in ENCODER_SCOPES)
+    ]
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs advice to the root logger
