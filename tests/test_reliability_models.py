@@ -134,7 +134,7 @@ def test_compact_weights_that_do_not_fit_the_encoder_are_named(tmp_path):
 
     copy = shutil.copytree(model_path("news-ner"), tmp_path / "model")
     state = load_file(str(copy / "model.safetensors"))
-    key = next(k for k in state if k.startswith("delta."))
+    key = next(k for k in state if k.startswith("delta.") and state[k].ndim == 2)
     state[key] = state[key][:3]
     save_file(state, str(copy / "model.safetensors"), metadata={"format": "pt"})
     message = load_error(copy)

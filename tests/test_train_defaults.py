@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from nerx.cli import app
 from nerx.errors import ConfigError
-from nerx.models import model_class
+from nerx.models import MODELS, model_class
 from nerx.train_settings import TrainSettings, per_kind_defaults
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
@@ -28,6 +28,8 @@ def token_prefers(monkeypatch):
     """Give the token kind preferred training settings for one test."""
 
     def prefer(**values):
+        for kind in MODELS:  # no other kind prefers anything: the test sees token's alone
+            monkeypatch.setattr(model_class(kind), "training_defaults", {})
         monkeypatch.setattr(model_class("token"), "training_defaults", values)
 
     return prefer
@@ -173,3 +175,9 @@ def test_resolved_values_are_checked_against_the_fields_limits(token_prefers):
         check_settings(TrainSettings(warmup=2, batch_size=4).for_kind("token"))
     token_prefers()
     check_settings(TrainSettings(window=12).for_kind("token"))  # small windows: library only
+
+
+def test_the_shipped_kinds_that_need_a_higher_rate_prefer_it():
+    # At 5e-5 SpanDec's decoder (trained at the encoder's rate) barely moves in an epoch.
+    for kind in ("token", "spandec", "sf-spandec"):
+        assert TrainSettings().for_kind(kind).learning_rate == 3e-4, kind
