@@ -87,7 +87,7 @@ def encoded(model, text: str) -> torch.Tensor:
         return model.encode(model.collate(model.prepare(doc(text))))
 
 
-@pytest.mark.parametrize("kind", ["token", "spandec", "iter"])
+@pytest.mark.parametrize("kind", WORD_KINDS)
 def test_casing_reaches_the_encoder_only_with_case_features(kind, tiny_encoder):
     with_case = new_model(kind, tiny_encoder)
     with torch.no_grad():

@@ -411,3 +411,22 @@ def test_save_then_load_predicts_the_same(overfit, tmp_path):
     state, loaded = model.state_dict(), reloaded.state_dict()
     assert state.keys() == loaded.keys()
     assert all(torch.equal(state[k], loaded[k]) for k in state)
+
+
+def test_documents_shorter_than_the_widest_span_train_and_predict(tiny_encoder):
+    # Fewer words than max_span_width (8): the span grid is wider than the text.
+    from nerx.doc import Entity, tokenize
+
+    model = make_model(tiny_encoder).train()
+    texts = ["Anna lives in Oslo .", "Tomas flew home ."]
+    docs = [
+        Document(id=str(i), text=t, tokens=tokenize(t), entities=[Entity(0, 5, "PER")])
+        for i, t in enumerate(texts)
+    ]
+    examples = [ex for i, doc in enumerate(docs) for ex in model.prepare(doc, i, gold=True)]
+    output = model(model.collate(examples))
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    with torch.no_grad():
+        predictions = model.eval().predict(model.collate(examples))
+    assert len(predictions) == 2

@@ -566,15 +566,22 @@ class SpanModel(nn.Module):
             return logits
         return torch.cat([logits[..., :1] - bias, logits[..., 1:]], dim=-1)
 
+    def input_embeddings(self, batch: Batch) -> torch.Tensor | None:
+        """The subwords' input embeddings with their words' shape vectors added: (batch,
+        subwords, hidden); ``None`` without case features (the encoder looks the ids up)."""
+        if self.case_embedding is None:
+            return None
+        embeds = self.encoder.get_input_embeddings()(batch.input_ids)
+        return embeds + self.case_embedding(batch.input_shapes).to(embeds.dtype)
+
     def encode(self, batch: Batch) -> torch.Tensor:
         """Run the encoder: (batch, subwords, hidden). With case features, each subword's
         input embedding has its word's shape vector added."""
-        if self.case_embedding is None:
+        embeds = self.input_embeddings(batch)
+        if embeds is None:
             return self.encoder(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask
             ).last_hidden_state
-        embeds = self.encoder.get_input_embeddings()(batch.input_ids)
-        embeds = embeds + self.case_embedding(batch.input_shapes).to(embeds.dtype)
         return self.encoder(
             inputs_embeds=embeds, attention_mask=batch.attention_mask
         ).last_hidden_state

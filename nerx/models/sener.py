@@ -524,8 +524,10 @@ class SeNER(SpanModel):
         ids = batch.input_ids
         key_valid = batch.attention_mask.bool()
         positions = torch.arange(ids.size(1), device=ids.device) + self.first_position
+        embeds = self.input_embeddings(batch)
         hidden = self.encoder.embeddings(
-            input_ids=ids,
+            input_ids=ids if embeds is None else None,
+            inputs_embeds=embeds,
             token_type_ids=torch.zeros_like(ids),
             position_ids=positions.expand_as(ids),
         )
@@ -583,7 +585,8 @@ def span_validity(examples: Sequence[Example], n_words: int, width: int) -> torc
             sentence[row, s:e] = number
     # Shifted by one so that the zeros `shifted` pads with past the end read as "none" (-1).
     end_sentence = shifted(sentence + 1, width) - 1  # (B, L, width)
-    return (sentence >= 0).unsqueeze(-1) & (end_sentence == sentence.unsqueeze(-1))
+    # Contiguous: with fewer words than ``width`` the broadcast keeps ``shifted``'s strides.
+    return ((sentence >= 0).unsqueeze(-1) & (end_sentence == sentence.unsqueeze(-1))).contiguous()
 
 
 def _check_settings(window: int, width: int, size: int, heads: int) -> None:
