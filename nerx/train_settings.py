@@ -48,6 +48,12 @@ class TrainSettings:
         0.01, "AdamW weight decay (not on biases and norms).", min=0.0
     )
     warmup: float | None = per_kind(0.1, "Fraction of steps spent warming up.", min=0.0, max=1.0)
+    heads_first: float | None = per_kind(
+        0.0,
+        "Fraction of steps at the start in which only the new heads train (the encoder waits).",
+        min=0.0,
+        max=1.0,
+    )
     schedule: str | None = per_kind(
         "linear", "Learning-rate schedule after warmup: linear or onecycle."
     )

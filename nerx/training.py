@@ -222,6 +222,13 @@ class _Run:
     metrics: Path
     main_metric: str
     total_steps: int
+    #: The encoder's parameters, held still for the first ``heads_only_steps`` steps.
+    encoder_parameters: list[torch.nn.Parameter]
+    heads_only_steps: int
+
+    def frozen(self) -> list[torch.nn.Parameter]:
+        """The parameters the next step leaves alone (``heads_first``)."""
+        return self.encoder_parameters if self.state["global_step"] < self.heads_only_steps else []
 
     def checkpoint(self) -> None:
         rng = gather_objects(rng_state())  # every rank's dropout stream
@@ -349,6 +356,10 @@ def _setup(
         metrics=metrics,
         main_metric="relations_strict" if has_relations else "entities",
         total_steps=total_steps,
+        encoder_parameters=[
+            p for n, p in model.named_parameters() if n not in model.head_parameter_names()
+        ],
+        heads_only_steps=int(total_steps * settings.heads_first),
     )
 
 
@@ -439,6 +450,7 @@ def _run_epoch(run: _Run, epoch: int, on_step) -> None:
             settings,
             run.device,
             run.precision,
+            frozen=run.frozen(),
         )
         if not math.isfinite(loss):
             raise ConfigError(
@@ -530,10 +542,11 @@ def shares(items: list, parts: int) -> list[list]:
 
 
 def _optimizer_step(
-    net, model, optimizer, scheduler, batch_examples, settings, device, precision
+    net, model, optimizer, scheduler, batch_examples, settings, device, precision, frozen=()
 ) -> float:
     """One optimizer step on a global batch: this rank's share in ``grad_accum`` pieces.
-    Returns the loss of the whole batch (over all ranks)."""
+    The ``frozen`` parameters drop their gradients, so the optimizer skips them (no update,
+    no weight decay, no moments). Returns the loss of the whole batch (over all ranks)."""
     world = ranks()
     pieces = shares(batch_examples, world.world_size * settings.grad_accum)
     mine = pieces[world.rank * settings.grad_accum : (world.rank + 1) * settings.grad_accum]
@@ -554,6 +567,8 @@ def _optimizer_step(
         if piece:
             batch_loss += loss.detach().double() * (len(piece) / total)
     all_reduce_sum(batch_loss)
+    for param in frozen:
+        param.grad = None
     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
     optimizer.step()
     scheduler.step()

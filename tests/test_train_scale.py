@@ -457,3 +457,29 @@ def test_resuming_mid_epoch_with_another_batch_size_is_a_clear_error(tiny_encode
         run(tiny_encoder, tmp_path, "token", save_every=2, on_step=kill_at(3))
     with pytest.raises(ConfigError, match="mid-epoch with --batch-size 4, not 2"):
         run(tiny_encoder, tmp_path, "token", save_every=2, batch_size=2, resume=True)
+
+
+# --------------------------------------------------------------------------- heads first
+def test_heads_first_holds_the_encoder_still_for_its_share_of_the_steps(tiny_encoder, tmp_path):
+    from nerx.models import ModelConfig, model_class
+
+    fresh = model_class("token").create(
+        ModelConfig(kind="token", labels=["LOC", "PER"], encoder=tiny_encoder)
+    )
+    pretrained = {n: p.detach() for n, p in fresh.named_parameters() if n.startswith("encoder.")}
+
+    def changed(output: Path) -> tuple[set[str], set[str]]:
+        weights = checkpoint_weights(output)
+        moved = {
+            n for n in weights if n not in pretrained or not torch.equal(weights[n], pretrained[n])
+        }
+        return moved & pretrained.keys(), moved - pretrained.keys()
+
+    run(tiny_encoder, tmp_path / "all", heads_first=1.0)  # every one of the 6 steps
+    encoder_moved, heads_moved = changed(tmp_path / "all")
+    assert encoder_moved == set()  # not even weight decay
+    assert "classifier.weight" in heads_moved
+
+    run(tiny_encoder, tmp_path / "half", heads_first=0.5)  # 3 steps alone, then 3 together
+    encoder_moved, _ = changed(tmp_path / "half")
+    assert "encoder.embeddings.word_embeddings.weight" in encoder_moved

@@ -185,6 +185,7 @@ def train_command(
     head_lr_multiplier: float | None = per_kind_option("head_lr_multiplier"),
     weight_decay: float | None = per_kind_option("weight_decay"),
     warmup: float | None = per_kind_option("warmup"),
+    heads_first: float | None = per_kind_option("heads_first"),
     schedule: str | None = per_kind_option("schedule"),
     max_grad_norm: float | None = per_kind_option("max_grad_norm"),
     eval_batch_size: int | None = per_kind_option("eval_batch_size"),
