@@ -39,6 +39,8 @@ class ModelCard:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     command: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    #: What this build changed against the one before it, in a sentence or two.
+    changes: str = ""
     size_bytes: int = 0
 
     @property

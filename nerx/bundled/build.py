@@ -32,6 +32,7 @@ class Recipe:
     read_as: str  # format name for nerx.io.read
     rank: int
     settings: dict = field(default_factory=dict)
+    changes: str = ""  # against the build before, for the card
     read_options: dict = field(default_factory=dict)
 
 
@@ -50,6 +51,10 @@ RECIPES: dict[str, Recipe] = {
         # The kind's defaults (3 epochs, batch 16, lr 3e-4, case features): as
         # `nerx train eng.train --dev eng.testa --sentence-docs --kind token`.
         settings={"seed": 13},
+        changes=(
+            "Was spandec trained for 2 epochs (test F1 85.57); now token with its defaults "
+            "(3 epochs, lr 3e-4) and case features, the kind that scored best on dev."
+        ),
     ),
     "news-re": Recipe(
         kind="iter",
@@ -59,7 +64,7 @@ RECIPES: dict[str, Recipe] = {
         dev="conll04/conll04_dev.json",
         test="conll04/conll04_test.json",
         read_as="spert",
-        rank=64,
+        rank=72,  # 15.5 MB; rank 64 (14.3 MB) lost 1.7 Rel+ to the full fine-tune
         settings={
             "epochs": 25,
             "batch_size": 8,
@@ -67,6 +72,11 @@ RECIPES: dict[str, Recipe] = {
             "patience": 6,
             "seed": 13,
         },
+        changes=(
+            "Retrained with case features (a word-shape embedding: the encoder is uncased); "
+            "the same schedule. CoNLL04 test Rel+ of the full fine-tune 54.01 -> 59.02, "
+            "NER 83.79 -> 85.61. Encoder changes stored at rank 72 (was 64)."
+        ),
     ),
 }
 
@@ -152,6 +162,7 @@ def build(
                 "encoder": "minilm",
                 "rank": recipe.rank,
             },
+            changes=recipe.changes,
         )
         card.size_bytes = directory_size(staging)
         (staging / CARD_NAME).write_text(card.to_json() + "\n", encoding="utf-8")

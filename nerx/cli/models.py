@@ -76,6 +76,8 @@ def models_command(
             console.print(f"  test, bundled: {_scores(card.scores.get('bundled', {}))}")
             console.print(f"  test, full fine-tune: {_scores(card.scores.get('full', {}))}")
             console.print(f"  training: {card.training}")
+            if card.changes:
+                console.print(f"  changed: {card.changes}")
             console.print(f"  rebuild: {card.command}")
             console.print(f"  size: {card.size_mb:.1f} MB")
 
