@@ -127,6 +127,16 @@ def test_models_command_lists_names_labels_and_scores():
         assert name in result.stdout and found.command in result.stdout
         assert all(label in result.stdout for label in found.labels)
         assert f"{found.scores['bundled']['ner_f1']:.2f}" in result.stdout
+        # Each build says what it changed (rich may fold the line: compare the words).
+        assert found.changes
+        assert f"changed: {found.changes}".split() == _words_after(
+            result.stdout, "changed: " + found.changes.split()[0], len(found.changes.split()) + 1
+        )
+
+
+def _words_after(text: str, start: str, count: int) -> list[str]:
+    """The ``count`` words of ``text`` from where ``start`` begins."""
+    return text[text.index(start) :].split()[:count]
 
 
 def test_models_command_describes_a_model_and_its_settings(tmp_path):
