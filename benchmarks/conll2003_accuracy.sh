@@ -5,8 +5,11 @@
 # benchmarks/accuracy.sh, one line each in OUT/summary.tsv.
 #
 # Usage: benchmarks/conll2003_accuracy.sh [OUT_DIR] [KINDS...]
+# Then token on whole CoNLL-2003 articles at batch 4 for 3 and 6 epochs (the news-ner recipe).
+#
 # Environment: DATA (../shared/data), NERX (nerx), CORPORA ("conll2003 bc5cdr"; add
-#   conll2003-docs for whole articles), and ABLATION=0 to skip the run without case features.
+#   conll2003-docs for whole articles), ABLATION=0 to skip the run without case features,
+#   DOCS=0 to skip the whole-article runs.
 set -euo pipefail
 here=$(dirname "$0")
 out=${1:-runs/accuracy}
@@ -19,5 +22,10 @@ for corpus in ${CORPORA:-conll2003 bc5cdr}; do
 done
 if [ "${ABLATION:-1}" = 1 ]; then
   "$here/accuracy.sh" conll2003 "$out" token --set case_features=false -q
+fi
+if [ "${DOCS:-1}" = 1 ]; then
+  # An article is about one window: batch 4 gives 264 steps an epoch (66 at batch 16).
+  "$here/accuracy.sh" conll2003-docs "$out" token --batch-size 4 -q
+  "$here/accuracy.sh" conll2003-docs "$out" token --batch-size 4 --epochs 6 -q
 fi
 column -t -s $'\t' "$out/summary.tsv"

@@ -41,19 +41,20 @@ RECIPES: dict[str, Recipe] = {
         kind="token",
         summary="English news NER: people, organisations, places and other names",
         data="CoNLL-2003 English (Reuters news): eng.train, dev eng.testa, test eng.testb, "
-        "every sentence its own document",
+        "each article one document",
         train="conll2003/eng.train",
         dev="conll2003/eng.testa",
         test="conll2003/eng.testb",
         read_as="conll",
-        read_options={"sentence_docs": True},
         rank=64,
-        # The kind's defaults (3 epochs, batch 16, lr 3e-4, case features): as
-        # `nerx train eng.train --dev eng.testa --sentence-docs --kind token`.
-        settings={"seed": 13},
+        # Whole articles, so a sentence's words see its neighbours; batch 4, since an article
+        # is about one window (264 steps an epoch, 66 at batch 16). As `nerx train eng.train
+        # --dev eng.testa --kind token --epochs 6 --batch-size 4` (lr 3e-4, case features).
+        settings={"seed": 13, "epochs": 6, "batch_size": 4},
         changes=(
-            "Was spandec trained for 2 epochs (test F1 85.57); now token with its defaults "
-            "(3 epochs, lr 3e-4) and case features, the kind that scored best on dev."
+            "Trained on whole articles for 6 epochs at batch 4 (was each sentence alone, 3 "
+            "epochs at batch 16), chosen on dev: F1 93.97 against 92.49. Full fine-tune "
+            "test F1 88.02 -> 89.47."
         ),
     ),
     "news-re": Recipe(
