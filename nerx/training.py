@@ -356,9 +356,7 @@ def _setup(
         metrics=metrics,
         main_metric="relations_strict" if has_relations else "entities",
         total_steps=total_steps,
-        encoder_parameters=[
-            p for n, p in model.named_parameters() if n not in model.head_parameter_names()
-        ],
+        encoder_parameters=_encoder_parameters(model),
         heads_only_steps=int(total_steps * settings.heads_first),
     )
 
@@ -695,6 +693,12 @@ def _batches(examples: list[Example], size: int, rng: random.Random):
         batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
     rng.shuffle(batches)
     return batches
+
+
+def _encoder_parameters(model: SpanModel) -> list[torch.nn.Parameter]:
+    """The pretrained encoder's parameters: every one that is not a new head's."""
+    heads = model.head_parameter_names()
+    return [param for name, param in model.named_parameters() if name not in heads]
 
 
 def _optimizer(model: SpanModel, settings: TrainSettings) -> torch.optim.Optimizer:
