@@ -5,7 +5,9 @@
 # benchmarks/accuracy.sh, one line each in OUT/summary.tsv.
 #
 # Usage: benchmarks/conll2003_accuracy.sh [OUT_DIR] [KINDS...]
-# Then token on whole CoNLL-2003 articles at batch 4 for 3 and 6 epochs (the news-ner recipe).
+# Then token on whole CoNLL-2003 articles at batch 4 for 3 and 6 epochs (the news-ner recipe),
+# and sener against spandec on whole articles at batch 2 (about 40 and 30 minutes on 2 cores).
+# e.g.    benchmarks/conll2003_accuracy.sh runs/accuracy token spandec sf-spandec
 #
 # Environment: DATA (../shared/data), NERX (nerx), CORPORA ("conll2003 bc5cdr"; add
 #   conll2003-docs for whole articles), ABLATION=0 to skip the run without case features,
@@ -27,5 +29,8 @@ if [ "${DOCS:-1}" = 1 ]; then
   # An article is about one window: batch 4 gives 264 steps an epoch (66 at batch 16).
   "$here/accuracy.sh" conll2003-docs "$out" token --batch-size 4 -q
   "$here/accuracy.sh" conll2003-docs "$out" token --batch-size 4 --epochs 6 -q
+  # sener reads an article whole; batch 2 keeps its span tensors in memory on a small machine.
+  "$here/accuracy.sh" conll2003-docs "$out" sener --batch-size 2 --seed 13 -q
+  "$here/accuracy.sh" conll2003-docs "$out" spandec --batch-size 2 --seed 13 -q
 fi
 column -t -s $'\t' "$out/summary.tsv"

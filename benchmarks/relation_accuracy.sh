@@ -34,7 +34,7 @@ for part in $parts; do
     nerx convert "$data/conll04/conll04_test.json" "$dir/test.jsonl" --from spert
     common=("$data/conll04/conll04_train.json" --from spert
       --dev "$data/conll04/conll04_dev.json" --encoder minilm --batch-size 8 --lr 2e-4 --seed 13)
-    nerx train "${common[@]}" --kind iter --output "$dir/iter" --epochs 25 --patience 6
+    nerx train "${common[@]}" --kind iter --output "$dir/iter" --epochs 25 --patience 25
     score "$dir/iter" "$dir/test.jsonl"
     plmarker=("${common[@]}" --kind plmarker --epochs 6 --patience 6)
     nerx train "${plmarker[@]}" --output "$dir/plmarker"

@@ -129,13 +129,14 @@ def test_models_command_lists_names_labels_and_scores():
         assert f"{found.scores['bundled']['ner_f1']:.2f}" in result.stdout
         # Each build says what it changed (rich may fold the line: compare the words).
         assert found.changes
+        section = result.stdout[result.stdout.index(f"{name}: {found.summary}") :]
         assert f"changed: {found.changes}".split() == _words_after(
-            result.stdout, "changed: " + found.changes.split()[0], len(found.changes.split()) + 1
+            section, "changed: ", len(found.changes.split()) + 1
         )
 
 
 def _words_after(text: str, start: str, count: int) -> list[str]:
-    """The ``count`` words of ``text`` from where ``start`` begins."""
+    """The ``count`` words of ``text`` from where ``start`` first begins."""
     return text[text.index(start) :].split()[:count]
 
 

@@ -66,17 +66,19 @@ RECIPES: dict[str, Recipe] = {
         test="conll04/conll04_test.json",
         read_as="spert",
         rank=72,  # 15.5 MB; rank 64 (14.3 MB) lost 1.7 Rel+ to the full fine-tune
+        # The whole schedule: dev Rel+ still rose at epoch 25 (63.01 at epoch 10 stopped
+        # early at patience 6; 64.97 at epoch 25). The best epoch on dev is kept.
         settings={
             "epochs": 25,
             "batch_size": 8,
             "learning_rate": 2e-4,
-            "patience": 6,
+            "patience": 25,
             "seed": 13,
         },
         changes=(
-            "Retrained with case features (a word-shape embedding: the encoder is uncased); "
-            "the same schedule. CoNLL04 test Rel+ of the full fine-tune 54.01 -> 59.02, "
-            "NER 83.79 -> 85.61. Encoder changes stored at rank 72 (was 64)."
+            "Trained the whole 25 epochs (it stopped at epoch 16 at patience 6), the best dev "
+            "epoch kept: dev Rel+ 63.01 -> 64.97. CoNLL04 test Rel+ of the full fine-tune "
+            "59.02 -> 59.90. Encoder changes stored at rank 72."
         ),
     ),
 }
