@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The accuracy table of the README in one command: every NER kind given (default: token and
 # spandec) trained with its defaults on CoNLL-2003 (sentence documents) and BC5CDR, then
-# token without case features on CoNLL-2003; each scored on test with `nerx eval` by
-# benchmarks/accuracy.sh, one line each in OUT/summary.tsv.
+# sf-spandec with its defaults and token without case features on CoNLL-2003; each scored
+# on test with `nerx eval` by benchmarks/accuracy.sh, one line each in OUT/summary.tsv.
 #
 # Usage: benchmarks/conll2003_accuracy.sh [OUT_DIR] [KINDS...]
 # Then token on whole CoNLL-2003 articles at batch 4 for 3 and 6 epochs (the news-ner recipe),
@@ -22,6 +22,8 @@ for corpus in ${CORPORA:-conll2003 bc5cdr}; do
     "$here/accuracy.sh" "$corpus" "$out" "$kind" -q
   done
 done
+# SpanDec with its token filter, against spandec's line above (CoNLL-2003 sentences).
+"$here/accuracy.sh" conll2003 "$out" sf-spandec -q
 if [ "${ABLATION:-1}" = 1 ]; then
   "$here/accuracy.sh" conll2003 "$out" token --set case_features=false -q
 fi
