@@ -66,19 +66,22 @@ RECIPES: dict[str, Recipe] = {
         test="conll04/conll04_test.json",
         read_as="spert",
         rank=72,  # 15.5 MB; rank 64 (14.3 MB) lost 1.7 Rel+ to the full fine-tune
-        # The whole schedule: dev Rel+ still rose at epoch 25 (63.01 at epoch 10 stopped
-        # early at patience 6; 64.97 at epoch 25). The best epoch on dev is kept.
+        # The whole schedule: dev Rel+ still rose at epoch 25 (seed 13: 63.01 at epoch 10
+        # when it stopped at patience 6, 64.97 at epoch 25). Of seeds 13 and 7, dev chose 7
+        # (68.55 at epoch 24). The best epoch on dev is kept.
         settings={
             "epochs": 25,
             "batch_size": 8,
             "learning_rate": 2e-4,
             "patience": 25,
-            "seed": 13,
+            "seed": 7,
         },
         changes=(
             "Trained the whole 25 epochs (it stopped at epoch 16 at patience 6), the best dev "
-            "epoch kept: dev Rel+ 63.01 -> 64.97. CoNLL04 test Rel+ of the full fine-tune "
-            "59.02 -> 59.90. Encoder changes stored at rank 72."
+            "epoch kept, and seed 7, which dev chose over 13: dev Rel+ 63.01 -> 68.55. CoNLL04 "
+            "test Rel+ of the full fine-tune 59.02 -> 58.26 (seed 13 on the same schedule: "
+            "59.90): the seeds' spread on test is wider than the change. Encoder changes "
+            "stored at rank 72."
         ),
     ),
 }
