@@ -6,7 +6,7 @@
 #
 # Usage: benchmarks/conll2003_accuracy.sh [OUT_DIR] [KINDS...]
 # Then token on whole CoNLL-2003 articles at batch 4 for 3 and 6 epochs (the news-ner recipe),
-# and sener against spandec on whole articles at batch 2 (about 40 and 30 minutes on 2 cores).
+# and sener and spandec on whole articles at batch 2 (about 25 and 30 minutes on 2 cores).
 # e.g.    benchmarks/conll2003_accuracy.sh runs/accuracy token spandec sf-spandec
 #
 # Environment: DATA (../shared/data), NERX (nerx), CORPORA ("conll2003 bc5cdr"; add

@@ -129,7 +129,7 @@ def test_models_command_lists_names_labels_and_scores():
         assert f"{found.scores['bundled']['ner_f1']:.2f}" in result.stdout
         # Each build says what it changed (rich may fold the line: compare the words).
         assert found.changes
-        section = result.stdout[result.stdout.index(f"{name}: {found.summary}") :]
+        section = result.stdout[result.stdout.index(f"{name}: {found.summary.split()[0]}") :]
         assert f"changed: {found.changes}".split() == _words_after(
             section, "changed: ", len(found.changes.split()) + 1
         )
