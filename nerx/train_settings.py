@@ -62,6 +62,11 @@ class TrainSettings:
     patience: int | None = per_kind(
         2, "Stop after this many epochs without a better dev score.", min=1
     )
+    keep: str = setting(
+        "best",
+        "The epoch saved: best (the best dev score, stopping early at --patience) or last "
+        "(every epoch, all --epochs; dev is only scored, e.g. when DEV is part of TRAIN).",
+    )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     eval_batch_size: int | None = per_kind(64, "Windows per forward pass when scoring dev.", min=1)
     max_span_length: int | None = per_kind(8, "Longest candidate span, in words.", min=1)
@@ -143,8 +148,17 @@ def kind_defaults(cls: type) -> dict[str, Any]:
     return preferred
 
 
+#: The values of :attr:`TrainSettings.keep`.
+KEEP_CHOICES = ("best", "last")
+
+
 def check_settings(settings: TrainSettings) -> None:
     """Every resolved value within its field's limits, else a :class:`ConfigError`."""
+    if settings.keep not in KEEP_CHOICES:
+        raise ConfigError(
+            f"keep must be best or last, not {settings.keep!r}",
+            hint="best saves the epoch with the best dev score; last saves the final epoch",
+        )
     for f in fields(TrainSettings):
         value = getattr(settings, f.name)
         if value is None or not isinstance(value, int | float) or f.metadata.get("cli_only"):

@@ -163,7 +163,8 @@ def train(
     dev_split: DevSplit | None = None,
     progress: bool = False,
 ) -> TrainResult:
-    """Fine-tune a ``kind`` model on ``encoder``; save the best epoch (by dev F1) to ``output``.
+    """Fine-tune a ``kind`` model on ``encoder``; save the best epoch (by dev F1) to ``output``,
+    or every epoch in turn with ``settings.keep == "last"`` (``best_*`` then name the last).
 
     The settings a caller leaves at ``None`` take the kind's ``training_defaults``, else the
     defaults of :class:`TrainSettings`; the values used are recorded in ``train_config.json``
@@ -274,7 +275,7 @@ def _train(
     )
     state = run.state
     for epoch in range(state["epoch"] + 1, settings.epochs + 1):
-        if state["stale"] >= settings.patience:
+        if state["stale"] >= settings.patience and settings.keep == "best":
             break  # early stop; a resumed run that had stopped early trains no more
         epoch_started = time.perf_counter()
         _run_epoch(run, epoch, on_step)
@@ -622,7 +623,11 @@ def _end_epoch(model, output, dev_docs, settings, precision, main_metric, state,
     }
     # Ties on the main metric (Rel+ often plateaus) go to the better entity F1.
     improved = (score, entity_score) > (state["best_score"], state.get("best_entities", -1.0))
-    if improved:
+    if settings.keep == "last":  # every epoch is saved; the best score is only reported
+        state.update(best_score=score, best_entities=entity_score, best_epoch=epoch, stale=0)
+        save_model(model, output)
+        improved = True
+    elif improved:
         state.update(best_score=score, best_entities=entity_score, best_epoch=epoch, stale=0)
         save_model(model, output)
     else:

@@ -26,7 +26,7 @@ class Recipe:
     kind: str
     summary: str
     data: str
-    train: str  # paths relative to the data directory
+    train: str | tuple[str, ...]  # paths relative to the data directory; several are one set
     dev: str
     test: str
     read_as: str  # format name for nerx.io.read
@@ -87,10 +87,13 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def _read(data: Path, relative: str, recipe: Recipe) -> list:
+def _read(data: Path, relative: str | tuple[str, ...], recipe: Recipe) -> list:
     from nerx.io import read
 
-    return list(read(data / relative, recipe.read_as, **recipe.read_options))
+    paths = (relative,) if isinstance(relative, str) else relative
+    return [
+        doc for path in paths for doc in read(data / path, recipe.read_as, **recipe.read_options)
+    ]
 
 
 def test_scores(model_dir: Path, test_docs: list, symmetric: list[str]) -> dict[str, float]:

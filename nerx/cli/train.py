@@ -39,7 +39,9 @@ HELP = f"""Fine-tune a span model on an encoder and save it as a model directory
 Reads any format nerx reads; labels come from the training data. Scores dev every epoch with
 the metric of [bold]nerx eval[/], keeps the best epoch, stops early, logs metrics.jsonl.
 Without --dev, a fraction of TRAIN (--dev-split, default {DEFAULT_DEV_SPLIT}, chosen by --seed)
-is held out as dev; config.json records which documents.
+is held out as dev; config.json records which documents. Several TRAIN files are read as one
+set. --keep last trains all --epochs and saves the last one: the way to a final model on train
+and dev together, once a schedule has been chosen on dev.
 
 Options whose "default per kind" is listed take the value the model kind prefers when not given;
 train_config.json and config.json record the values used.
@@ -54,6 +56,7 @@ Under torchrun it trains on every process (DDP; --batch-size is the global batch
   nerx train train.jsonl --dev dev.jsonl --kind token --encoder bert-base-cased --epochs 5
   torchrun --nproc-per-node 4 -m nerx train eng.train --dev eng.testa -o models/ddp
   nerx train eng.train --dev eng.testa -o models/conll --save-every 500 --resume
+  nerx train train.json dev.json --dev dev.json --keep last --epochs 25 -o models/final
 """
 
 #: Flags for the TrainSettings fields whose names would not make a good one.
@@ -124,6 +127,9 @@ def register(app: typer.Typer) -> None:
 
 
 # The options of nerx train that are not TrainSettings fields, or that word them for here.
+_TRAIN = typer.Argument(
+    ..., metavar="TRAIN", help="Training data (any format); several files are one set."
+)
 _DEV = typer.Option(
     None, "--dev", help="Dev data, scored every epoch (default: part of TRAIN, --dev-split)."
 )
@@ -171,7 +177,7 @@ _SET = typer.Option(
 
 @handles_errors
 def train_command(
-    train_path: str = typer.Argument(..., metavar="TRAIN", help="Training data (any format)."),
+    train_paths: list[str] = _TRAIN,
     dev_path: str | None = _DEV,
     dev_split: float | None = _DEV_SPLIT,
     kind: str | None = _KIND,
@@ -192,6 +198,7 @@ def train_command(
     max_span_length: int | None = per_kind_option("max_span_length"),
     window: int | None = setting_option("window"),
     patience: int | None = per_kind_option("patience"),
+    keep: str = setting_option("keep"),
     seed: int = setting_option("seed"),
     device: str = device_option(field_default("device")),
     limit: int | None = _LIMIT,
@@ -220,7 +227,7 @@ def train_command(
         symmetric_relations=list(symmetric or []),
     )
     train_docs, dev_docs, held_out = _read_data(
-        train_path, dev_path, dev_split, from_format, sentence_docs, limit, seed
+        train_paths, dev_path, dev_split, from_format, sentence_docs, limit, seed
     )
     run = functools.partial(
         train,
@@ -240,13 +247,13 @@ def train_command(
     held = f"held out of it (--dev-split {held_out.fraction}, seed {seed})" if held_out else ""
     processes = f", {world.world_size} processes" if world.distributed else ""
     err_console.print(
-        f"training [bold]{kind}[/] on {len(train_docs)} documents ({train_path}), "
+        f"training [bold]{kind}[/] on {len(train_docs)} documents ({', '.join(train_paths)}), "
         f"dev {len(dev_docs)} documents{' ' + held if held else ''}, encoder {encoder}{processes}"
     )
     shown = _TrainingProgress() if err_console.is_terminal else PlainProgress(_plain_line)
     with shown as progress:
         result = run(on_step=progress.step, on_epoch=progress.epoch)
-    _print_result(result)
+    _print_result(result, keep)
 
 
 def _chosen_kind(kind: str | None, model: str | None) -> str:
@@ -264,7 +271,7 @@ def _chosen_kind(kind: str | None, model: str | None) -> str:
     return model
 
 
-def _read_data(train_path, dev_path, dev_split, from_format, sentence_docs, limit, seed):
+def _read_data(train_paths, dev_path, dev_split, from_format, sentence_docs, limit, seed):
     """The training and dev documents, and which were held out when there is no dev file."""
     from nerx.errors import ConfigError
     from nerx.io import detect_format, read, source_options
@@ -282,7 +289,7 @@ def _read_data(train_path, dev_path, dev_split, from_format, sentence_docs, limi
         options = source_options(name, sentence_docs=sentence_docs or None)
         return list(read(path, name, **options))
 
-    train_docs = load(train_path)
+    train_docs = [doc for path in train_paths for doc in load(path)]
     if limit:
         train_docs = train_docs[:limit]
     if dev_path is not None:
@@ -291,9 +298,10 @@ def _read_data(train_path, dev_path, dev_split, from_format, sentence_docs, limi
     return split_dev(train_docs, fraction, seed)
 
 
-def _print_result(result) -> None:
+def _print_result(result, keep: str) -> None:
+    which = "best dev F1" if keep == "best" else "dev F1 of the last epoch"
     err_console.print(
-        f"[green]best dev F1 {result.best_score:.2f}[/] at epoch {result.best_epoch}; "
+        f"[green]{which} {result.best_score:.2f}[/] at epoch {result.best_epoch}; "
         f"model saved to [bold]{result.output}[/]"
     )
     if result.calibration:
