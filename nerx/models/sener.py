@@ -463,8 +463,10 @@ class SeNER(SpanModel):
     #: Its span layers are all new; trained together with the encoder from the first step,
     #: their random gradients disturb the encoder before the spans mean anything. The heads
     #: train alone for the first tenth of the steps, then with the encoder, at the rate the
-    #: other kinds use (at 5e-5 a first epoch leaves it predicting nothing).
-    training_defaults = {"learning_rate": 3e-4, "heads_first": 0.1}
+    #: other kinds use (at 5e-5 a first epoch leaves it predicting nothing). Its new layers
+    #: need more steps than the other kinds' heads: on whole CoNLL-2003 articles (batch 2)
+    #: dev F1 is 83.85 after 3 epochs and 91.14 after 6, so it trains 6.
+    training_defaults = {"learning_rate": 3e-4, "heads_first": 0.1, "epochs": 6}
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, tokenizer) -> None:
         super().__init__(config, encoder, tokenizer)
