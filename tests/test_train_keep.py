@@ -16,6 +16,7 @@ from nerx.errors import ConfigError
 from nerx.io import read
 from nerx.models import load_model
 from nerx.training import CHECKPOINT_DIR, TrainSettings, train
+from tests.conftest import overfit_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_corpora"
 NEWS = SAMPLES / "news.jsonl"
@@ -23,17 +24,10 @@ NEWS = SAMPLES / "news.jsonl"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _settings(**changes) -> TrainSettings:
-    values = {
-        "epochs": 4,
-        "batch_size": 2,
-        "learning_rate": 3e-3,
-        "warmup": 0.0,
-        "patience": 1,
-        "device": "cpu",
-        "log_every": 0,
-    }
-    return TrainSettings(**{**values, **changes})
+def _train(docs, tiny_encoder: str, output: Path, **changes):
+    """Train token on the documents (dev: the same) for 4 epochs at patience 1."""
+    settings = overfit_settings(epochs=4, patience=1, log_every=0, **changes)
+    return train(docs, docs, kind="token", encoder=tiny_encoder, output=output, settings=settings)
 
 
 def _weights_match(model_dir: Path) -> bool:
@@ -48,24 +42,10 @@ def test_keep_last_trains_every_epoch_and_saves_the_last(tiny_encoder, tmp_path)
     docs = list(read(NEWS))[:3]
     out = tmp_path / "last"
     # No learning: dev F1 never improves, so keep=best stops after patience 1 ...
-    still = train(
-        docs,
-        docs,
-        kind="token",
-        encoder=tiny_encoder,
-        output=tmp_path / "best",
-        settings=_settings(learning_rate=0.0, head_lr_multiplier=0.0),
-    )
+    still = _train(docs, tiny_encoder, tmp_path / "best", learning_rate=0.0, head_lr_multiplier=0)
     assert len(still.history) == 2 and still.best_epoch == 1
     # ... and keep=last runs all epochs under the same patience, saving the final one.
-    result = train(
-        docs,
-        docs,
-        kind="token",
-        encoder=tiny_encoder,
-        output=out,
-        settings=_settings(keep="last"),
-    )
+    result = _train(docs, tiny_encoder, out, keep="last")
     assert len(result.history) == 4 and result.best_epoch == 4
     assert result.best_score == pytest.approx(result.history[-1]["dev_f1"], abs=1e-3)
     assert _weights_match(out)
