@@ -643,14 +643,17 @@ def _calibrate(output, device, dev_docs, settings, precision, main_metric) -> di
     best = load_model(output, device=device)
     # A resumed run calibrates afresh: what an earlier calibration chose is dropped first,
     # and --set reaches inference too (e.g. plmarker's ner_model).
-    for name in best.config.training.pop("calibration", {}):
+    earlier = best.config.training.pop("calibration", {})
+    for name in earlier:
         best.config.hyper.pop(name, None)
     best.config.hyper.update(settings.hyper)
+    best.given_settings = frozenset(settings.hyper)  # --set values are kept, not tuned
     calibration = best.calibrate(
         lambda: _score_with(best, dev_docs, settings, main_metric, precision)
     )
     if calibration:
         best.config.training["calibration"] = calibration
+    if calibration or earlier or settings.hyper:
         save_model(best, output)
     return calibration
 

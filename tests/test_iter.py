@@ -333,3 +333,24 @@ def test_bad_settings_are_config_errors(tiny_encoder):
         model_class("iter").create(replace(config, hyper={"activation": "tanhh"}))
     with pytest.raises(ConfigError, match="omega"):
         model_class("iter").create(replace(config, hyper={"omega": 0}))
+
+
+def test_calibration_keeps_a_threshold_given_with_set(blank_model, monkeypatch):
+    hyper = blank_model.config.hyper
+    monkeypatch.setitem(hyper, "link_threshold", 0.7)
+    monkeypatch.setattr(blank_model, "given_settings", frozenset({"link_threshold"}))
+    seen = []
+
+    def dev_score():  # would choose link 0.3 if it were tuned
+        seen.append(hyper.get("link_threshold"))
+        return {0.4: 70.0}.get(hyper["span_threshold"], 60.0) + (5.0 if seen[-1] == 0.3 else 0)
+
+    try:
+        chosen = blank_model.calibrate(dev_score)
+    finally:
+        hyper.pop("span_threshold", None)
+    assert chosen == {
+        "span_threshold": 0.4,
+        "dev_f1_by_span_threshold": chosen["dev_f1_by_span_threshold"],
+    }
+    assert hyper["link_threshold"] == 0.7 and set(seen) == {0.7}

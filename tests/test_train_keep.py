@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _train(docs, tiny_encoder: str, output: Path, **changes):
     """Train token on the documents (dev: the same) for 4 epochs at patience 1."""
-    settings = overfit_settings(epochs=4, patience=1, log_every=0, **changes)
+    settings = overfit_settings(**{"epochs": 4, "patience": 1, "log_every": 0, **changes})
     return train(docs, docs, kind="token", encoder=tiny_encoder, output=output, settings=settings)
 
 
@@ -87,3 +87,13 @@ def test_the_command_line_refuses_an_unknown_keep(tiny_encoder, tmp_path):
     )
     assert result.exit_code == 2
     assert "keep must be best or last" in result.output
+
+
+def test_a_setting_given_with_set_is_saved_and_not_tuned(tiny_encoder, tmp_path):
+    docs = list(read(NEWS))[:3]
+    out = tmp_path / "given"
+    result = _train(docs, tiny_encoder, out, epochs=1, hyper={"outside_bias": 0.75})
+    assert "outside_bias" not in result.calibration  # token tunes only this one
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert saved["hyper"]["outside_bias"] == 0.75
+    assert load_model(out, device="cpu").settings.outside_bias == 0.75

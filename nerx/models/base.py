@@ -533,6 +533,9 @@ class SpanModel(nn.Module):
         ``given_spans`` (a two-stage pipeline is composed there, never inside a model)."""
         return None
 
+    #: Inference settings the user gave (``--set``): :meth:`tune` leaves them as they are.
+    given_settings: frozenset[str] = frozenset()
+
     def calibrate(self, dev_score) -> dict[str, Any]:
         """Tune inference settings on dev after training. ``dev_score()`` returns the dev F1
         of the model as it stands. Returns what was chosen (recorded in the config)."""
@@ -541,7 +544,10 @@ class SpanModel(nn.Module):
     # ------------------------------------------------------------------ shared helpers
     def tune(self, dev_score, name: str, values: Sequence[float]) -> dict[str, Any]:
         """Set ``config.hyper[name]`` to whichever of ``values`` gives the best dev F1; a tie
-        goes to the earlier value. Returns the choice and every value's dev F1."""
+        goes to the earlier value. Returns the choice and every value's dev F1. A setting in
+        :attr:`given_settings` (given with ``--set``) keeps its value and is not tuned."""
+        if name in self.given_settings:
+            return {}
         results = {}
         for value in values:
             self.config.hyper[name] = value
