@@ -622,12 +622,12 @@ def _end_epoch(model, output, dev_docs, settings, precision, main_metric, state,
         "dev_entity_f1": round(entity_score, 4),
     }
     # Ties on the main metric (Rel+ often plateaus) go to the better entity F1.
-    improved = (score, entity_score) > (state["best_score"], state.get("best_entities", -1.0))
-    if settings.keep == "last":  # every epoch is saved; the best score is only reported
-        state.update(best_score=score, best_entities=entity_score, best_epoch=epoch, stale=0)
-        save_model(model, output)
-        improved = True
-    elif improved:
+    # Under keep=last every epoch is saved, and best_* name the last one.
+    improved = settings.keep == "last" or (score, entity_score) > (
+        state["best_score"],
+        state.get("best_entities", -1.0),
+    )
+    if improved:
         state.update(best_score=score, best_entities=entity_score, best_epoch=epoch, stale=0)
         save_model(model, output)
     else:
